@@ -1,0 +1,37 @@
+# The two set-up commands of the README: `make setup` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Debian packages for the emulated Cortex-M4 target (qemu-m4): compiler, C/C++ libraries, QEMU.
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm
+
+.PHONY: setup test system-packages bench clean
+
+setup: system-packages
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/tinyforge setup
+	@echo "setup done: activate with 'source $(VENV)/bin/activate', then run 'tinyforge doctor'"
+
+# Installs the Debian packages only when running as root and only those that are missing;
+# otherwise says what is missing and how to install it (tinyforge doctor says the same).
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "system packages: all present ($(APT_PACKAGES))"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "system packages: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null && \
+	  echo "system packages: installed$$missing"; \
+	else echo "system packages: missing$$missing (not root: run 'sudo apt-get install --no-install-recommends$$missing'; the qemu-m4 tests will be skipped)"; fi
+
+test:
+	$(BIN)/python -m pytest -q -ra
+
+bench:
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

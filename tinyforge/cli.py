@@ -1,0 +1,92 @@
+"""The `tinyforge` entry point: parses the command line, runs one command, maps errors to exit codes.
+
+Each command lives in `tinyforge/commands/<name>.py` with `register(subparsers)` and
+`run(args) -> int`. Command modules import heavy things (numpy, TensorFlow, jinja2) inside
+`run()`, so `tinyforge --help` and `tinyforge boards` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, TinyforgeError
+
+# Order is the order of `tinyforge --help`.
+COMMANDS = ("boards",)
+
+log = logging.getLogger("tinyforge")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors; in tinyforge's contract 2 means a device error."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"error: {message}\nhint: run `{self.prog} --help` for the options\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tinyforge",
+        description="From a TensorFlow model to checked, right-sized TFLM firmware.",
+        epilog="Run `tinyforge COMMAND --help` for a command's options. Docs: docs/cli.md")
+    parser.add_argument("--version", action="version", version=f"tinyforge {__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="show child-process command lines, their output and tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", help="only show warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f".commands.{name}", __package__)
+        module.register(subparsers, parents=[common])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    _configure_logging(args)
+    try:
+        return args.run(args)
+    except TinyforgeError as error:
+        _report(error, verbose=args.verbose)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("tinyforge: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `tinyforge ... --json | head` closed the pipe; not our failure.
+        sys.stderr.close()
+        return 0
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("tinyforge")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _report(error: TinyforgeError, *, verbose: bool) -> None:
+    if verbose:
+        import traceback
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"error: {error.message}", file=sys.stderr)
+    if error.details:
+        print(error.details, file=sys.stderr)
+    if error.hint:
+        print(f"hint: {error.hint}", file=sys.stderr)
+
+
+def run_module() -> None:
+    sys.exit(main())

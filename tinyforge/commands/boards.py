@@ -1,0 +1,27 @@
+"""`tinyforge boards`: list the board profiles tinyforge knows."""
+
+from __future__ import annotations
+
+import json
+
+from .. import boards
+
+
+def register(subparsers, parents) -> None:
+    parser = subparsers.add_parser("boards", parents=parents, help="list the supported boards",
+                                   description="List the board profiles in boards/.")
+    parser.add_argument("--json", action="store_true", help="print a JSON array")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    profiles = boards.load_all()
+    if args.json:
+        print(json.dumps([b.summary() for b in profiles], indent=2))
+        return 0
+    width = max(len(b.id) for b in profiles)
+    for board in profiles:
+        kind = "emulated" if board.emulated else board.platformio["platform"]
+        print(f"{board.id:<{width}}  {board.name}  ({board.mcu}, "
+              f"{board.flash_bytes // 1024} KB flash, {board.ram_bytes // 1024} KB RAM; {kind})")
+    return 0

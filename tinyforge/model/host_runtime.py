@@ -1,0 +1,138 @@
+"""The real TFLM interpreter compiled for the host (the `tflite-micro` wheel).
+
+Everything that touches the native runtime runs in a forked child (`isolated.py`): a
+too-small arena or a malformed model can crash it. What TFLM prints on fd 2 comes back as
+text so the user sees TFLM's own words.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import HostRuntimeError, ToolMissingError
+from .isolated import IsolatedResult, call_isolated
+
+_ALLOCATION_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+# Generous arena for runs that are not about measuring: 10x the model, at least 1 MiB.
+_MIN_GENEROUS_ARENA = 1 << 20
+
+
+def generous_arena(model_bytes: int) -> int:
+    return max(_MIN_GENEROUS_ARENA, 10 * model_bytes)
+
+
+def runtime_module():
+    try:
+        from tflite_micro import runtime
+    except ImportError as exc:
+        raise ToolMissingError(
+            f"the host TFLM runtime (tflite-micro) is not available: {exc}",
+            hint="run `make setup`; tflite-micro has wheels for Linux x86_64 with CPython "
+                 "3.10-3.13 only") from None
+    return runtime
+
+
+def _interpreter(model: bytes, arena_size: int):
+    return runtime_module().Interpreter.from_bytes(model, arena_size=arena_size)
+
+
+def _invoke(model: bytes, arena_size: int, inputs: list[np.ndarray] | None):
+    interpreter = _interpreter(model, arena_size)
+    count = 0
+    while True:  # the wrapper has no input count; probe until the index is out of range
+        try:
+            details = interpreter.get_input_details(count)
+        except Exception:
+            break
+        data = inputs[count] if inputs is not None else np.zeros(details["shape"],
+                                                                  details["dtype"])
+        interpreter.set_input(np.asarray(data, dtype=details["dtype"]).reshape(details["shape"]),
+                              count)
+        count += 1
+    interpreter.invoke()
+    return interpreter
+
+
+def _run_batch(model: bytes, arena_size: int, batch: list[list[np.ndarray]],
+               output_count: int) -> list[list[np.ndarray]]:
+    interpreter = _interpreter(model, arena_size)
+    results = []
+    for inputs in batch:
+        for index, data in enumerate(inputs):
+            details = interpreter.get_input_details(index)
+            interpreter.set_input(
+                np.asarray(data, dtype=details["dtype"]).reshape(details["shape"]), index)
+        interpreter.invoke()
+        results.append([np.array(interpreter.get_output(i)) for i in range(output_count)])
+        interpreter.reset()
+    return results
+
+
+def _allocation_report(model: bytes, arena_size: int) -> bool:
+    _invoke(model, arena_size, None).print_allocations()
+    return True
+
+
+def probe(model: bytes, arena_size: int) -> IsolatedResult:
+    """Allocate and invoke once with zero inputs, isolated; the result says if it ran."""
+    return call_isolated(_probe_target, model, arena_size)
+
+
+def _probe_target(model: bytes, arena_size: int) -> bool:
+    _invoke(model, arena_size, None)
+    return True
+
+
+def reported_arena_total(model: bytes, arena_size: int) -> int | None:
+    """What TFLM's RecordingMicroAllocator reports as the arena total, or None if it failed."""
+    result = call_isolated(_allocation_report, model, arena_size)
+    match = _ALLOCATION_TOTAL.search(result.output)
+    return int(match.group(1)) if result.ok and match else None
+
+
+def dry_run(model: bytes, model_name: str) -> None:
+    """Run the model once in host TFLM; raise `HostRuntimeError` with TFLM's own text."""
+    result = probe(model, generous_arena(len(model)))
+    if not result.ok:
+        raise HostRuntimeError(
+            f"the host TFLM runtime cannot run {model_name}: {result.describe_failure()}",
+            details=tflm_diagnostics(result.output),
+            hint="TFLM supports int8/int16/float32 tensors and a subset of ops; re-convert "
+                 "the model with full-integer int8 quantization (`--quantize int8`)")
+
+
+def run_batch(model: bytes, batch: list[list[np.ndarray]], output_count: int,
+              model_name: str) -> list[list[np.ndarray]]:
+    """Outputs of the host TFLM runtime for each list of inputs in `batch`."""
+    result = call_isolated(_run_batch, model, generous_arena(len(model)), batch, output_count,
+                           timeout=600.0)
+    if not result.ok:
+        raise HostRuntimeError(
+            f"the host TFLM runtime failed running {model_name}: {result.describe_failure()}",
+            details=tflm_diagnostics(result.output))
+    return result.value
+
+
+def tflm_diagnostics(output: str, limit: int = 12) -> str:
+    """TFLM's own lines from a child's fd 2, indented; allocation chatter is dropped."""
+    lines = [line for line in output.splitlines()
+             if line.strip() and "[RecordingMicroAllocator]" not in line]
+    return "\n".join(f"  tflm: {line}" for line in lines[-limit:])
+
+
+@dataclass(frozen=True)
+class Quantization:
+    scale: float
+    zero_point: int
+    dtype: str
+
+    def quantize(self, values: np.ndarray) -> np.ndarray:
+        info = np.iinfo(self.dtype)
+        q = np.round(np.asarray(values, dtype=np.float64) / self.scale) + self.zero_point
+        return np.clip(q, info.min, info.max).astype(self.dtype)
+
+    def dequantize(self, values: np.ndarray) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - self.zero_point) * self.scale

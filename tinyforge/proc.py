@@ -1,0 +1,192 @@
+"""The one way tinyforge runs child processes (pio, compilers, QEMU, its own workers).
+
+- the quoted argv is logged at debug level (`--verbose`);
+- a missing program raises `ToolMissingError` with an install hint;
+- every call has a timeout; the whole process group is killed when it expires or on Ctrl-C;
+- output (stdout and stderr merged) is streamed line by line to a callback as it arrives;
+- a non-zero exit raises `ChildProcessFailed` carrying the last lines of output.
+Never `shell=True`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from .errors import ChildProcessFailed, ChildTimeoutError, ToolMissingError
+
+log = logging.getLogger("tinyforge.proc")
+
+# How many trailing output lines an error keeps to show the user.
+TAIL_LINES = 25
+# Grace period between SIGTERM and SIGKILL when stopping a child.
+TERMINATE_GRACE_S = 3.0
+
+LineCallback = Callable[[str], None]
+
+
+@dataclass
+class Completed:
+    argv: list[str]
+    returncode: int
+    output: list[str]  # every line, without line endings
+    seconds: float
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.output)
+
+
+def resolve_program(program: str, install_hint: str | None = None) -> str:
+    """The absolute path of `program`, or `ToolMissingError` saying how to install it."""
+    if os.sep in program:
+        if os.access(program, os.X_OK):
+            return program
+        found = None
+    else:
+        found = shutil.which(program)
+    if not found:
+        raise ToolMissingError(f"'{program}' is not installed or not on PATH",
+                               hint=install_hint or f"install '{program}' and try again")
+    return found
+
+
+def run(argv: Sequence[str], *, timeout: float, cwd: str | os.PathLike | None = None,
+        env: dict[str, str] | None = None, on_line: LineCallback | None = None,
+        install_hint: str | None = None, check: bool = True, what: str | None = None,
+        failure_hint: str | None = None, input_text: str | None = None) -> Completed:
+    """Run `argv` to completion, streaming its output lines to `on_line`.
+
+    `what` names the step in error messages ("conversion", "PlatformIO build").
+    """
+    argv = [str(a) for a in argv]
+    argv[0] = resolve_program(argv[0], install_hint)
+    what = what or os.path.basename(argv[0])
+    log.debug("run: %s%s", shlex.join(argv), f"  (in {cwd})" if cwd else "")
+    started = time.monotonic()
+    proc = _spawn(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if input_text is not None else None)
+    if input_text is not None:
+        _feed_stdin(proc, input_text)
+    lines: list[str] = []
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    try:
+        for line in _lines_until(proc, deadline=started + timeout):
+            lines.append(line)
+            tail.append(line)
+            if on_line:
+                on_line(line)
+    except _Timeout:
+        stop(proc)
+        raise ChildTimeoutError(f"{what} did not finish within {timeout:g} s and was stopped",
+                                hint="run with --verbose to see its output as it runs",
+                                details="\n".join(tail)) from None
+    except BaseException:
+        stop(proc)
+        raise
+    returncode = proc.wait()
+    result = Completed(argv, returncode, lines, time.monotonic() - started)
+    log.debug("exit %d after %.2f s: %s", returncode, result.seconds, argv[0])
+    if check and returncode != 0:
+        raise ChildProcessFailed(f"{what} failed (exit status {_describe_status(returncode)})",
+                                 returncode=returncode, hint=failure_hint,
+                                 details="\n".join(tail))
+    return result
+
+
+def start(argv: Sequence[str], *, cwd: str | os.PathLike | None = None,
+          env: dict[str, str] | None = None, install_hint: str | None = None,
+          stdout=subprocess.PIPE) -> subprocess.Popen:
+    """Start a long-running child (QEMU) in its own process group; the caller must `stop()` it."""
+    argv = [str(a) for a in argv]
+    argv[0] = resolve_program(argv[0], install_hint)
+    log.debug("start: %s", shlex.join(argv))
+    return _spawn(argv, cwd=cwd, env=env, stdout=stdout)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a child and everything it started; safe to call twice."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def iter_output(proc: subprocess.Popen, *, deadline: float) -> Iterable[str]:
+    """Lines of a started child's output until it exits; `ChildTimeoutError` at `deadline`."""
+    try:
+        yield from _lines_until(proc, deadline=deadline)
+    except _Timeout:
+        raise ChildTimeoutError("child process output timed out") from None
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _spawn(argv, *, cwd, env, stdin=None, stdout=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv, cwd=cwd, env=env, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdout=stdout, stderr=subprocess.STDOUT if stdout is subprocess.PIPE else None,
+        # Its own session: a timeout or Ctrl-C can kill the child and its children together.
+        start_new_session=True,
+    )
+
+
+def _feed_stdin(proc: subprocess.Popen, text: str) -> None:
+    def feed():
+        try:
+            proc.stdin.write(text.encode())
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+    threading.Thread(target=feed, daemon=True).start()
+
+
+def _lines_until(proc: subprocess.Popen, *, deadline: float) -> Iterable[str]:
+    """Yield decoded lines as they arrive; a reader thread keeps the timeout enforceable."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def reader():
+        for raw in iter(proc.stdout.readline, b""):
+            lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        lines.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Timeout()
+        try:
+            line = lines.get(timeout=min(remaining, 0.5))
+        except queue.Empty:
+            continue
+        if line is None:
+            return
+        yield line
+
+
+def _describe_status(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"{returncode}, killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return str(returncode)
+    return str(returncode)

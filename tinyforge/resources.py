@@ -1,0 +1,34 @@
+"""Where tinyforge's data lives: board profiles, firmware templates, the bundled example.
+
+In a source checkout (and an editable install) these are the top-level `boards/` and
+`firmware_templates/` folders; a built wheel carries copies under `tinyforge/_resources/`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+_CHECKOUT_DIR = PACKAGE_DIR.parent
+_WHEEL_DIR = PACKAGE_DIR / "_resources"
+
+
+def _resource_dir(name: str) -> Path:
+    for base in (_WHEEL_DIR, _CHECKOUT_DIR):
+        candidate = base / name
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"tinyforge's '{name}' folder is missing from this installation")
+
+
+def boards_dir() -> Path:
+    return _resource_dir("boards")
+
+
+def templates_dir() -> Path:
+    return _resource_dir("firmware_templates")
+
+
+def example_dir() -> Path:
+    """The bundled example model (trained by examples/gesture/train.py)."""
+    return PACKAGE_DIR / "example"
