@@ -42,7 +42,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     },
     "tflm": {
         "library": (str, True), "version": (str, True), "source": (str, True),
-        "include": (str, True), "resolver_table": (str, True),
+        "include": (str, False), "resolver_table": (str, True),
         "flash_base_bytes": (int, True), "flash_per_op_bytes": (int, True),
         "exclude_sources": (list, False), "build_flags": (list, False),
     },

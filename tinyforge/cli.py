@@ -16,7 +16,7 @@ from . import __version__
 from .errors import EXIT_INTERRUPTED, TinyforgeError
 
 # Order is the order of `tinyforge --help`.
-COMMANDS = ("boards",)
+COMMANDS = ("build", "boards")
 
 log = logging.getLogger("tinyforge")
 
@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="From a TensorFlow model to checked, right-sized TFLM firmware.",
         epilog="Run `tinyforge COMMAND --help` for a command's options. Docs: docs/cli.md")
     parser.add_argument("--version", action="version", version=f"tinyforge {__version__}")
+    # Accepted before the command too (`tinyforge -v build`); merged in main().
+    parser.add_argument("-v", "--verbose", dest="global_verbose", action="store_true",
+                        help="show child-process command lines, their output and tracebacks")
+    parser.add_argument("-q", "--quiet", dest="global_quiet", action="store_true",
+                        help="only show warnings and errors")
     common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true",
                         help="show child-process command lines, their output and tracebacks")
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    args.verbose = args.verbose or args.global_verbose
+    args.quiet = args.quiet or args.global_quiet
     _configure_logging(args)
     try:
         return args.run(args)

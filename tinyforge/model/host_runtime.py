@@ -40,18 +40,15 @@ def _interpreter(model: bytes, arena_size: int):
 
 
 def _invoke(model: bytes, arena_size: int, inputs: list[np.ndarray] | None):
+    from .reader import inspect_bytes
+
     interpreter = _interpreter(model, arena_size)
-    count = 0
-    while True:  # the wrapper has no input count; probe until the index is out of range
-        try:
-            details = interpreter.get_input_details(count)
-        except Exception:
-            break
-        data = inputs[count] if inputs is not None else np.zeros(details["shape"],
+    for index in range(len(inspect_bytes(model, "model").inputs)):
+        details = interpreter.get_input_details(index)
+        data = inputs[index] if inputs is not None else np.zeros(details["shape"],
                                                                   details["dtype"])
         interpreter.set_input(np.asarray(data, dtype=details["dtype"]).reshape(details["shape"]),
-                              count)
-        count += 1
+                              index)
     interpreter.invoke()
     return interpreter
 

@@ -115,6 +115,12 @@ class ModelInfo:
     description: str
     ops: list[OpInfo]  # one entry per distinct (name, custom) pair, sorted by name
     subgraphs: list[SubgraphInfo]
+    operator_counts: dict[str, int]  # how many operators of each op the graph holds
+
+    @property
+    def resource_variables(self) -> int:
+        """Resource variables the interpreter must hold: one per VAR_HANDLE operator at most."""
+        return self.operator_counts.get("VAR_HANDLE", 0)
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -201,6 +207,7 @@ def _parse(data: bytes, name: str) -> ModelInfo:
     opcodes = [_opcode(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
     subgraphs = []
     used: dict[tuple[str, bool], int] = {}
+    counts: dict[str, int] = {}
     for sg_index in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(sg_index)
         for op_index in range(subgraph.OperatorsLength()):
@@ -209,6 +216,7 @@ def _parse(data: bytes, name: str) -> ModelInfo:
                 raise IndexError("operator refers to a missing opcode")
             op_name, custom, version = opcodes[code]
             used[(op_name, custom)] = max(version, used.get((op_name, custom), 0))
+            counts[op_name] = counts.get(op_name, 0) + 1
         subgraphs.append(_subgraph(subgraph, sg_index))
     if not subgraphs:
         raise ValueError("model has no subgraphs")
@@ -216,7 +224,7 @@ def _parse(data: bytes, name: str) -> ModelInfo:
     return ModelInfo(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                      schema_version=model.Version(),
                      description=(model.Description() or b"").decode("utf-8", "replace"),
-                     ops=ops, subgraphs=subgraphs)
+                     ops=ops, subgraphs=subgraphs, operator_counts=dict(sorted(counts.items())))
 
 
 def _opcode(code) -> tuple[str, bool, int]:

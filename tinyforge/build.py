@@ -1,0 +1,178 @@
+"""`tinyforge build` as a library: model -> checks -> arena -> fit -> project -> PlatformIO.
+
+Every check runs before anything is written or compiled, so bad input never leaves a
+half-made project behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import boards, checks, firmware, pio, render, resources
+from .errors import CalibrationError, InputError, ModelFileError
+from .model import host_runtime, reader
+from .tflm_source import resolve_tflm_source
+
+log = logging.getLogger("tinyforge.build")
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+DEFAULT_BOARD = "nano33ble"
+DEFAULT_PROJECT_ROOT = Path("build")
+EXAMPLE_MODEL = "gesture_int8.tflite"
+
+
+@dataclass
+class BuildOptions:
+    board: str = DEFAULT_BOARD
+    model: Path | None = None
+    calibration: Path | None = None
+    labels: Path | None = None
+    demo_input: Path | None = None
+    quantize: str = "int8"
+    project_dir: Path | None = None
+    tflm: Path | None = None
+    compile: bool = True
+    force: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class BuildResult:
+    project_dir: Path
+    board: boards.Board
+    model: checks.PreparedModel
+    plan: render.RenderPlan
+    labels: list[str]
+    build: pio.BuildReport | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        model = self.model
+        return {
+            "project_dir": str(self.project_dir), "board": self.board.id,
+            "model": {"name": model.info.name, "sha256": model.info.sha256,
+                      "bytes": model.info.size},
+            "ops": [op.name for op in model.ops],
+            "arena": model.arena.to_json() if model.arena else None,
+            "fit": model.fit.to_json() if model.fit else None,
+            "conversion": model.conversion,
+            "files": self.plan.actions,
+            "build": self.build.to_json() if self.build else None,
+            "warnings": self.warnings,
+        }
+
+
+def build(options: BuildOptions) -> BuildResult:
+    """Render (and unless `compile=False`, build) the firmware project for a model."""
+    board = boards.load_board(options.board)
+    tflm_root = resolve_tflm_source(options.tflm)
+    source = options.model or resources.example_dir() / EXAMPLE_MODEL
+    labels = _labels(options, source)
+    with tempfile.TemporaryDirectory(prefix="tinyforge-") as workdir:
+        data, conversion = _tflite_bytes(source, options, Path(workdir))
+    prepared = checks.prepare(data, source.name, board, quantize=options.quantize,
+                       tflm_root=tflm_root, strict=True, force=options.force)
+    prepared.conversion = conversion
+    _check_labels(labels, prepared.info)
+    demo = _demo_input(options, source, prepared.info)
+    project_dir = Path(options.project_dir or DEFAULT_PROJECT_ROOT / board.id)
+    inputs = firmware.FirmwareInputs(
+        board=board, model=data, info=prepared.info, ops=prepared.ops,
+        resolver=prepared.resolver, arena=prepared.arena, labels=labels, demo_input=demo,
+        tflm_source=tflm_root)
+    plan = render.write(project_dir, firmware.project_files(inputs), firmware.manifest(inputs),
+                        overwrite=options.overwrite)
+    result = BuildResult(project_dir, board, prepared, plan, labels)
+    core_dir = pio.core_dir_for(board)
+    pio.validate_project(project_dir, core_dir)
+    if options.compile:
+        pio.check_packages(board, project_dir, core_dir, local_tflm=tflm_root is not None)
+        result.build = pio.build(project_dir, board, core_dir, on_line=_build_progress())
+    return result
+
+
+def _tflite_bytes(source: Path, options: BuildOptions, workdir: Path) -> tuple[bytes, dict | None]:
+    """The .tflite to build: read as is, or converted from Keras/SavedModel."""
+    if source.suffix.lower() == ".tflite":
+        data, _ = reader.read_model_file(source)
+        return data, None
+    if source.is_dir() or source.suffix.lower() in KERAS_SUFFIXES:
+        if not source.exists():
+            raise ModelFileError(f"model {source} does not exist", hint="check --model")
+        from .model import convert
+        result = convert.convert(source, calibration=options.calibration,
+                                 quantize=options.quantize, output=workdir / "model.tflite",
+                                 on_line=lambda line: log.debug("  convert: %s", line))
+        return result.tflite.read_bytes() if hasattr(result, "tflite") else result.data, \
+            result.to_json() if hasattr(result, "to_json") else None
+    if not source.exists():
+        raise ModelFileError(f"model {source} does not exist", hint="check --model")
+    data = source.read_bytes()[:8]
+    reader.inspect_bytes(source.read_bytes(), source.name)  # a .tflite by another name works
+    return source.read_bytes(), None
+
+
+def _labels(options: BuildOptions, source: Path) -> list[str]:
+    path = options.labels
+    if path is None and options.model is None:
+        path = resources.example_dir() / "labels.txt"
+    if path is None:
+        return []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"labels file {path} does not exist", hint="check --labels") from None
+    except UnicodeDecodeError:
+        raise InputError(f"labels file {path} is not UTF-8 text",
+                         hint="save it as UTF-8, one label per line") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _check_labels(labels: list[str], info: reader.ModelInfo) -> None:
+    if not labels:
+        return
+    classes = info.outputs[0].shape[-1] if info.outputs and info.outputs[0].shape else 0
+    if len(labels) != classes:
+        raise InputError(f"{len(labels)} labels were given but the model's first output has "
+                         f"{classes} values",
+                         hint="give one label per output class, in output order")
+
+
+def _demo_input(options: BuildOptions, source: Path, info: reader.ModelInfo) -> bytes | None:
+    path = options.demo_input
+    if path is None and options.model is None:
+        path = resources.example_dir() / "demo_input.npy"
+    if path is None:
+        return None
+    if len(info.inputs) != 1:
+        raise InputError("a demo input can only be given for a model with one input tensor")
+    tensor = info.inputs[0]
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"cannot read demo input {path}: {exc}",
+                               hint="give a .npy array shaped like the model's input") from None
+    if values.size != tensor.element_count:
+        raise CalibrationError(
+            f"demo input {path} has {values.size} values; the model's input "
+            f"{tensor.shape} needs {tensor.element_count}",
+            hint="save one sample shaped like the model's input with numpy.save")
+    if tensor.dtype == "float32":
+        return np.asarray(values, dtype="<f4").tobytes()
+    if values.dtype.kind == "f":
+        quantization = host_runtime.Quantization(tensor.scale, tensor.zero_point, tensor.dtype)
+        return quantization.quantize(values.reshape(-1)).tobytes()
+    return np.asarray(values, dtype=tensor.dtype).tobytes()
+
+
+def _build_progress():
+    def on_line(line: str) -> None:
+        log.debug("  pio: %s", line)
+        if line.startswith(("Linking", "RAM:", "Flash:")) or "error" in line.lower():
+            log.info("  %s", line)
+    return on_line

@@ -1,0 +1,142 @@
+"""Sizing the tensor arena by measurement instead of "by experimentation".
+
+The host TFLM runtime tells how much it allocated (RecordingMicroAllocator), but that total
+is not a safe arena: planning needs temporaries on top (measured: sine 1,760 reported vs
+2,192 needed). So the arena is the smallest size that actually allocates and invokes,
+found by binary search in 16-byte steps, each probe in a forked child because too-small
+arenas can segfault the runtime.
+
+The host build is 64-bit (8-byte pointers) with reference kernels, so it over-estimates the
+pointer-heavy parts of a 32-bit device's arena, but the device's CMSIS-NN kernels ask for
+scratch buffers the reference kernels do not. `HOST_MARGIN` covers that and differences
+between the host wheel's TFLM and the board's library version. A measurement on the
+emulated Cortex-M4 (qemu-m4) replaces this estimate when it is available.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from ..errors import HostRuntimeError
+from . import host_runtime
+
+log = logging.getLogger("tinyforge.arena")
+
+ALIGNMENT = 16
+# Margin on the host figure: 10% plus 1 KiB (see the module docstring and docs/arena.md).
+HOST_MARGIN_FRACTION = 0.10
+HOST_MARGIN_BYTES = 1024
+
+
+@dataclass
+class ArenaMeasurement:
+    minimum_bytes: int        # smallest arena that allocated and invoked
+    reported_bytes: int       # what TFLM's recording allocator reported at a generous size
+    probes: int
+    seconds: float
+    source: str               # "host" (64-bit reference kernels) or "device" (qemu-m4)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ArenaPlan:
+    """The arena a firmware is built with, and where that number came from."""
+
+    arena_bytes: int
+    margin_bytes: int
+    used: ArenaMeasurement
+    host: ArenaMeasurement | None
+    device: ArenaMeasurement | None
+    note: str
+
+    def to_json(self) -> dict:
+        return {"arena_bytes": self.arena_bytes, "margin_bytes": self.margin_bytes,
+                "source": self.used.source, "note": self.note,
+                "host": self.host.to_json() if self.host else None,
+                "device": self.device.to_json() if self.device else None}
+
+    def to_json_stable(self) -> dict:
+        """`to_json()` without timings: what a generated project may record."""
+        data = self.to_json()
+        for key in ("host", "device"):
+            if data[key]:
+                data[key] = {k: v for k, v in data[key].items() if k != "seconds"}
+        return data
+
+
+def align(size: int) -> int:
+    return -(-size // ALIGNMENT) * ALIGNMENT
+
+
+def host_margin(minimum: int) -> int:
+    return align(int(minimum * HOST_MARGIN_FRACTION) + HOST_MARGIN_BYTES)
+
+
+def plan_from_host(host: ArenaMeasurement) -> ArenaPlan:
+    margin = host_margin(host.minimum_bytes)
+    return ArenaPlan(
+        arena_bytes=align(host.minimum_bytes + margin), margin_bytes=margin, used=host,
+        host=host, device=None,
+        note=(f"host TFLM minimum {host.minimum_bytes} B + margin {margin} B "
+              f"({HOST_MARGIN_FRACTION:.0%} + {HOST_MARGIN_BYTES} B); the 64-bit host "
+              "over-estimates a 32-bit device"))
+
+
+def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
+    """Binary-search the smallest arena the host TFLM runtime can run `model` with."""
+    started = time.monotonic()
+    reported = host_runtime.reported_arena_total(model, host_runtime.generous_arena(len(model)))
+    if reported is None:
+        host_runtime.dry_run(model, model_name)  # raises with TFLM's own explanation
+        raise HostRuntimeError(f"the host TFLM runtime did not report an arena for {model_name}")
+    search = _Search(model)
+    fits_at = search.first_runnable_from(align(reported))
+    minimum = search.smallest_runnable(below=fits_at)
+    measurement = ArenaMeasurement(minimum_bytes=minimum, reported_bytes=reported,
+                                   probes=search.probes, seconds=time.monotonic() - started,
+                                   source="host")
+    log.debug("arena: reported %d, minimum %d after %d probes in %.2f s", reported, minimum,
+              search.probes, measurement.seconds)
+    return measurement
+
+
+class _Search:
+    def __init__(self, model: bytes):
+        self.model = model
+        self.probes = 0
+        self.ceiling = host_runtime.generous_arena(len(model))
+
+    def runs(self, size: int) -> bool:
+        self.probes += 1
+        return host_runtime.probe(self.model, size).ok
+
+    def first_runnable_from(self, start: int) -> int:
+        """Grow from `start` (the reported total) until the model runs."""
+        size = start
+        while not self.runs(size):
+            if size >= self.ceiling:
+                raise HostRuntimeError(
+                    f"the model does not run in host TFLM even with a {self.ceiling} B arena")
+            size = min(self.ceiling, align(size + max(256, size // 8)))
+        return size
+
+    def smallest_runnable(self, *, below: int) -> int:
+        """Smallest size that runs, given that `below` runs. Sizes only grow by 16 B steps."""
+        high = below                      # known to run
+        low = below - ALIGNMENT           # the usual case: the reported total is the minimum
+        if low <= 0 or not self.runs(low):
+            return high
+        high, low = low, 0                # low = 0 never runs
+        while high - low > ALIGNMENT:
+            middle = align((low + high) // 2)
+            if middle >= high:
+                middle = high - ALIGNMENT
+            if self.runs(middle):
+                high = middle
+            else:
+                low = middle
+        return high

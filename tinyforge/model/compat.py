@@ -1,0 +1,69 @@
+"""Can the board's TFLM run this model? Checked statically first, then by running it.
+
+The static check lists ALL ops the board's TFLM cannot resolve (the runtime only names the
+first one it trips over, and for custom ops not even that). The host dry run then catches
+what op names cannot show, such as fp16 weights ("Node DEQUANTIZE failed to prepare").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ModelTypeError, UnsupportedOpsError
+from ..resolver import ResolverTable
+from .reader import ModelInfo
+
+# Tensor types the int8 firmware path expects at the model's edges.
+INTEGER_IO_TYPES = ("int8",)
+FLOAT_IO_TYPES = ("float32",)
+
+
+@dataclass(frozen=True)
+class ResolvedOp:
+    name: str
+    method: str
+    custom: bool
+
+
+def resolve_ops(info: ModelInfo, table: ResolverTable) -> tuple[list[ResolvedOp], list[str]]:
+    """(ops with their resolver method, names of ops this TFLM cannot resolve), both sorted."""
+    resolved, missing = [], []
+    for op in info.ops:
+        method = table.method_for(op.name, custom=op.custom)
+        if method is None:
+            missing.append(f"{op.name} (custom op)" if op.custom else op.name)
+        else:
+            resolved.append(ResolvedOp(op.name, method, op.custom))
+    return sorted(resolved, key=lambda r: r.method), sorted(missing)
+
+
+def check_ops(info: ModelInfo, table: ResolverTable, board_id: str) -> list[ResolvedOp]:
+    resolved, missing = resolve_ops(info, table)
+    if missing:
+        custom = any("(custom op)" in m for m in missing)
+        hint = ("replace these layers with ones TFLM supports and convert again"
+                if not custom else
+                "custom ops need a kernel of your own registered with AddCustom(); remove them "
+                "from the model or convert without custom ops")
+        raise UnsupportedOpsError(
+            f"{info.name} uses {len(missing)} op{'s' if len(missing) != 1 else ''} that "
+            f"{table.library} {table.version} (board '{board_id}') cannot resolve:",
+            ops=missing, hint=hint)
+    return resolved
+
+
+def check_io_types(info: ModelInfo, quantize: str) -> None:
+    """int8 firmware wants int8 inputs and outputs; a float model there is a mistake."""
+    edges = [("input", t) for t in info.inputs] + [("output", t) for t in info.outputs]
+    allowed = INTEGER_IO_TYPES if quantize == "int8" else INTEGER_IO_TYPES + FLOAT_IO_TYPES
+    wrong = [f"{kind} '{t.name}' is {t.dtype}" for kind, t in edges if t.dtype not in allowed]
+    if not wrong:
+        return
+    if quantize == "int8":
+        raise ModelTypeError(
+            f"{info.name} is not a full-integer int8 model: " + "; ".join(wrong),
+            hint="give the Keras/SavedModel model with --calibration so tinyforge quantizes it, "
+                 "or pass --quantize float32 to build the float model as it is")
+    raise ModelTypeError(f"{info.name} has tensor types the firmware cannot feed: "
+                         + "; ".join(wrong),
+                         hint="inputs and outputs must be int8 or float32")
