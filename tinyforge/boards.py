@@ -8,6 +8,7 @@ quirks, and its sensors. Adding a board is adding a file; see docs/boards.md.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from . import resources
 from .errors import BoardProfileError
 
 PROFILE_SCHEMA_VERSION = 1
+BOARDS_PATH_ENV = "TINYFORGE_BOARDS_PATH"
 _USB_ID = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
 _BOARD_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -107,25 +109,40 @@ class Board:
         }
 
 
-def known_board_ids(directory: Path | None = None) -> list[str]:
-    directory = directory or resources.boards_dir()
-    return sorted(p.stem for p in directory.glob("*.toml"))
+def board_dirs() -> list[Path]:
+    """Where profiles are looked up: $TINYFORGE_BOARDS_PATH folders first, then the built-ins.
+
+    A folder of your own lets you add a board (or override one) without touching tinyforge.
+    """
+    extra = [Path(p).expanduser() for p in os.environ.get(BOARDS_PATH_ENV, "").split(os.pathsep)
+             if p]
+    return extra + [resources.boards_dir()]
 
 
-def load_board(board_id: str, directory: Path | None = None) -> Board:
+def _profile_paths() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for directory in reversed(board_dirs()):  # earlier folders override later ones
+        for path in directory.glob("*.toml"):
+            found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def known_board_ids() -> list[str]:
+    return list(_profile_paths())
+
+
+def load_board(board_id: str) -> Board:
     """Load and validate the profile of `board_id`; unknown ids list the known ones."""
-    directory = directory or resources.boards_dir()
-    path = directory / f"{board_id}.toml"
-    if not _BOARD_ID.match(board_id) or not path.is_file():
-        known = ", ".join(known_board_ids(directory)) or "(none)"
+    path = _profile_paths().get(board_id)
+    if not _BOARD_ID.match(board_id) or path is None:
+        known = ", ".join(known_board_ids()) or "(none)"
         raise BoardProfileError(f"unknown board '{board_id}'",
                                 hint=f"use one of: {known} (see `tinyforge boards`)")
     return load_profile(path)
 
 
-def load_all(directory: Path | None = None) -> list[Board]:
-    directory = directory or resources.boards_dir()
-    return [load_profile(directory / f"{b}.toml") for b in known_board_ids(directory)]
+def load_all() -> list[Board]:
+    return [load_profile(path) for path in _profile_paths().values()]
 
 
 def load_profile(path: Path) -> Board:
@@ -214,6 +231,10 @@ def _validate_values(data, path: Path) -> list[str]:
         value = data["serial"].get(role)
         if value is not None and not _USB_ID.match(value):
             problems.append(f"serial.{role} must look like '2341:805a', not '{value}'")
+    table = data["tflm"]["resolver_table"]
+    if not any((d / table).is_file() for d in (path.parent, resources.boards_dir())):
+        problems.append(f"tflm.resolver_table '{table}' not found next to the profile or in "
+                        "tinyforge's boards/ (generate one with `tinyforge resolver-table`)")
     if data["pointer_bytes"] not in (4, 8):
         problems.append("pointer_bytes must be 4 or 8")
     for key in ("build_flags", "build_unflags", "packages"):

@@ -72,13 +72,13 @@ def build(options: BuildOptions) -> BuildResult:
     board = boards.load_board(options.board)
     tflm_root = resolve_tflm_source(options.tflm)
     source = options.model or resources.example_dir() / EXAMPLE_MODEL
-    labels = _labels(options, source)
+    labels_path, labels = _labels(options)
     with tempfile.TemporaryDirectory(prefix="tinyforge-") as workdir:
         data, conversion = _tflite_bytes(source, options, Path(workdir))
     prepared = checks.prepare(data, source.name, board, quantize=options.quantize,
                        tflm_root=tflm_root, strict=True, force=options.force)
     prepared.conversion = conversion
-    _check_labels(labels, prepared.info)
+    _check_labels(labels, labels_path, prepared.info)
     demo = _demo_input(options, source, prepared.info)
     project_dir = Path(options.project_dir or DEFAULT_PROJECT_ROOT / board.id)
     inputs = firmware.FirmwareInputs(
@@ -117,12 +117,12 @@ def _tflite_bytes(source: Path, options: BuildOptions, workdir: Path) -> tuple[b
     return source.read_bytes(), None
 
 
-def _labels(options: BuildOptions, source: Path) -> list[str]:
+def _labels(options: BuildOptions) -> tuple[Path | None, list[str]]:
     path = options.labels
     if path is None and options.model is None:
         path = resources.example_dir() / "labels.txt"
     if path is None:
-        return []
+        return None, []
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -130,16 +130,16 @@ def _labels(options: BuildOptions, source: Path) -> list[str]:
     except UnicodeDecodeError:
         raise InputError(f"labels file {path} is not UTF-8 text",
                          hint="save it as UTF-8, one label per line") from None
-    return [line for line in text.splitlines() if line.strip()]
+    return path, [line for line in text.splitlines() if line.strip()]
 
 
-def _check_labels(labels: list[str], info: reader.ModelInfo) -> None:
+def _check_labels(labels: list[str], path: Path | None, info: reader.ModelInfo) -> None:
     if not labels:
         return
     classes = info.outputs[0].shape[-1] if info.outputs and info.outputs[0].shape else 0
     if len(labels) != classes:
-        raise InputError(f"{len(labels)} labels were given but the model's first output has "
-                         f"{classes} values",
+        raise InputError(f"labels file {path} has {len(labels)} labels but the model's first "
+                         f"output has {classes} values",
                          hint="give one label per output class, in output order")
 
 

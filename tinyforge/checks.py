@@ -47,8 +47,8 @@ def prepare(data: bytes, name: str, board: boards.Board, *, quantize: str = "int
     table = resolver_table(board, tflm_root)
     ops, unsupported = compat.resolve_ops(info, table)
     if strict:
-        compat.check_io_types(info, quantize)
         compat.check_ops(info, table, board.id)
+        compat.check_io_types(info, quantize)
     prepared = PreparedModel(data, info, table, ops, unsupported)
     try:
         host_runtime.dry_run(data, name)
@@ -70,7 +70,7 @@ def prepare(data: bytes, name: str, board: boards.Board, *, quantize: str = "int
 
 def resolver_table(board: boards.Board, tflm_root: Path | None) -> ResolverTable:
     """The board's op->method table; a local TFLM tree's own header wins when given."""
-    table = load_table(board.tflm["resolver_table"])
+    table = load_table(board.tflm["resolver_table"], board.path.parent)
     if tflm_root is None:
         return table
     from_tree = table_from_tree(tflm_root, board.tflm["library"], "local tree")

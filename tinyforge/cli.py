@@ -16,7 +16,7 @@ from . import __version__
 from .errors import EXIT_INTERRUPTED, TinyforgeError
 
 # Order is the order of `tinyforge --help`.
-COMMANDS = ("build", "boards")
+COMMANDS = ("build", "inspect", "boards", "doctor")
 
 log = logging.getLogger("tinyforge")
 
@@ -52,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     if not args.command:
         parser.print_help()
         return 0
@@ -96,4 +99,8 @@ def _report(error: TinyforgeError, *, verbose: bool) -> None:
 
 
 def run_module() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C while Python was still importing tinyforge
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

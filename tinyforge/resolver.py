@@ -87,9 +87,10 @@ def table_from_tree(tflm_root: Path, library: str, version: str) -> ResolverTabl
     return ResolverTable(library, version, builtin, custom, source=str(header))
 
 
-def load_table(relative_path: str) -> ResolverTable:
-    """Load a resolver table named by a board profile (relative to `boards/`)."""
-    path = resources.boards_dir() / relative_path
+def load_table(relative_path: str, profile_dir: Path | None = None) -> ResolverTable:
+    """Load a resolver table named by a board profile: next to the profile, else in `boards/`."""
+    candidates = [d / relative_path for d in (profile_dir, resources.boards_dir()) if d]
+    path = next((p for p in candidates if p.is_file()), candidates[-1])
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         return ResolverTable(data["library"], data["version"], dict(data["builtin"]),

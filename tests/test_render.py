@@ -1,0 +1,170 @@
+"""Rendering a model project: exact ops, exact model bytes, determinism, user edits, pio check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinyforge import resolver
+from tinyforge.model import reader
+
+REPO = Path(__file__).resolve().parent.parent
+BOARD_TABLE = REPO / "boards" / "tflm" / "Chirale_TensorFlowLite-2.0.0.toml"
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".pio" not in p.parts}
+
+
+def _render(tinyforge, model: Path, project: Path, *extra: str):
+    return tinyforge("build", "--model", model, "--project-dir", project, "--no-compile",
+                     *extra, check_rc=0)
+
+
+def _pio_config(project: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "platformio", "project", "config", "-d",
+                           str(project)], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_rendered_resolver_registers_exactly_the_models_ops(tinyforge, models, tmp_path, cli_env):
+    model = models / "conv_int8.tflite"
+    project = tmp_path / "p"
+    _render(tinyforge, model, project)
+    header = (project / "src" / "op_resolver.h").read_text()
+    methods = re.findall(r"resolver\.(Add\w+)\(\)", header)
+    table = resolver.load_table("tflm/Chirale_TensorFlowLite-2.0.0.toml")
+    by_method = {m: op for op, m in table.builtin.items()}
+    registered = sorted(by_method[m] for m in methods)
+    expected = reader.read_model_file(model)[1].op_names
+    assert registered == expected == ["CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE",
+                                      "SOFTMAX"]
+    assert "MicroMutableOpResolver<kOpCount>" in header
+    assert "constexpr int kOpCount = 5;" in header
+    assert _pio_config(project, cli_env).returncode == 0
+
+
+def test_embedded_array_is_byte_identical_to_the_model(tinyforge, models, tmp_path, gxx):
+    model = models / "conv_int8.tflite"
+    project = tmp_path / "p"
+    _render(tinyforge, model, project)
+    dump = tmp_path / "dump.cpp"
+    dump.write_text(
+        '#include <cstdint>\n#include <cstdio>\n#include "model_data.h"\n'
+        "int main() {\n"
+        "  if (reinterpret_cast<uintptr_t>(g_model) % 16 != 0) return 3;\n"
+        "  fwrite(g_model, 1, g_model_len, stdout);\n  return 0;\n}\n")
+    exe = tmp_path / "dump"
+    subprocess.run([gxx, "-std=c++14", "-Wall", "-Werror", "-I", project / "src", dump,
+                    project / "src" / "model_data.cpp", "-o", exe], check=True)
+    out = subprocess.run([exe], capture_output=True, check=True).stdout
+    assert out == model.read_bytes()
+    assert (project / ".tinyforge" / "model.tflite").read_bytes() == model.read_bytes()
+
+
+def test_rendering_twice_gives_identical_trees(tinyforge, models, tmp_path):
+    model = models / "conv_int8.tflite"
+    first, second = tmp_path / "a", tmp_path / "b"
+    _render(tinyforge, model, first, "--demo-input", models / "conv_demo.npy")
+    _render(tinyforge, model, second, "--demo-input", models / "conv_demo.npy")
+    assert _tree(first) == _tree(second)
+    before = {p: f.stat().st_mtime_ns for p, f in
+              ((p, first / p) for p in _tree(first))}
+    result = _render(tinyforge, model, first, "--demo-input", models / "conv_demo.npy",
+                     "--json")
+    actions = json.loads(result.stdout)["files"]
+    assert set(actions.values()) == {"identical"}
+    after = {p: (first / p).stat().st_mtime_ns for p in _tree(first)}
+    assert before == after, "an identical render must not touch any file"
+
+
+def test_manifest_records_inputs(tinyforge, models, tmp_path):
+    model = models / "dense_int8.tflite"
+    project = tmp_path / "p"
+    _render(tinyforge, model, project)
+    manifest = json.loads((project / ".tinyforge" / "manifest.json").read_text())
+    assert manifest["model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert manifest["board"] == "nano33ble"
+    assert manifest["tinyforge_version"]
+    assert manifest["protocol_version"] == 1
+    for relative, digest in manifest["files"].items():
+        assert hashlib.sha256((project / relative).read_bytes()).hexdigest() == digest
+
+
+def test_user_edit_is_never_overwritten_silently(tinyforge, models, tmp_path):
+    project = tmp_path / "p"
+    _render(tinyforge, models / "conv_int8.tflite", project)
+    sketch = project / "src" / "main.cpp"
+    edited = sketch.read_text() + "\n// my change\n"
+    sketch.write_text(edited)
+    snapshot = _tree(project)
+    result = tinyforge("build", "--model", models / "dense_int8.tflite", "--project-dir",
+                       project, "--no-compile")
+    assert result.returncode == 1
+    assert "src/main.cpp" in result.stderr and "--overwrite" in result.stderr
+    assert _tree(project) == snapshot, "a refused render must write nothing"
+    _render(tinyforge, models / "dense_int8.tflite", project, "--overwrite")
+    assert "// my change" not in sketch.read_text()
+
+
+def test_unedited_generated_files_are_updated_for_a_new_model(tinyforge, models, tmp_path):
+    project = tmp_path / "p"
+    _render(tinyforge, models / "conv_int8.tflite", project)
+    result = _render(tinyforge, models / "dense_int8.tflite", project, "--json")
+    actions = json.loads(result.stdout)["files"]
+    assert actions["src/model_data.cpp"] == "update"
+    assert actions["src/tf_protocol.cpp"] == "identical"
+    assert "AddFullyConnected" in (project / "src" / "op_resolver.h").read_text()
+    assert "AddConv2D" not in (project / "src" / "op_resolver.h").read_text()
+
+
+def test_labels_with_awkward_characters_compile_to_the_same_bytes(tinyforge, models, tmp_path,
+                                                                  gxx):
+    labels = ['say "hi" back\\slash', "caf\u00e9 \u2603 tri??/graph", "*/ end"]
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("\n".join(labels) + "\n", encoding="utf-8")
+    weird_model = tmp_path / 'we"ird\\name.tflite'
+    weird_model.write_bytes((models / "conv_int8.tflite").read_bytes())
+    project = tmp_path / "p"
+    _render(tinyforge, weird_model, project, "--labels", labels_file)
+    dump = tmp_path / "labels.cpp"
+    dump.write_text(
+        '#include <cstdio>\n#include "model_settings.h"\n'
+        "int main() {\n  for (int i = 0; i < kLabelCount; ++i) {\n"
+        "    fputs(kLabels[i], stdout);\n    fputc(0, stdout);\n  }\n  return 0;\n}\n")
+    exe = tmp_path / "labels"
+    subprocess.run([gxx, "-std=c++14", "-Wall", "-Werror", "-Wtrigraphs", "-I", project / "src",
+                    dump, project / "src" / "model_settings.cpp", project / "src" /
+                    "model_data.cpp", "-o", exe], check=True)
+    out = subprocess.run([exe], capture_output=True, check=True).stdout
+    assert out.split(b"\0")[:-1] == [label.encode("utf-8") for label in labels]
+
+
+def test_c_string_escapes_newlines_and_controls(gxx, tmp_path):
+    from tinyforge.firmware import c_comment, c_string
+    text = "line1\nline2\r\t\x01\"\\?\u00fc end\\"
+    source = tmp_path / "s.cpp"
+    source.write_text(f"// {c_comment(text)}\n#include <cstdio>\n"
+                      f"int main() {{ fputs({c_string(text)}, stdout); return 0; }}\n")
+    exe = tmp_path / "s"
+    subprocess.run([gxx, "-Wall", "-Werror", source, "-o", exe], check=True)
+    assert subprocess.run([exe], capture_output=True, check=True).stdout == text.encode()
+
+
+def test_rendered_project_passes_platformio_check_for_every_board(tinyforge, models, tmp_path,
+                                                                  cli_env):
+    from tinyforge import boards
+    for board in boards.load_all():
+        project = tmp_path / board.id
+        result = tinyforge("build", "--board", board.id, "--model", models / "conv_int8.tflite",
+                           "--project-dir", project, "--no-compile")
+        assert result.returncode == 0, result.stderr
+        config = _pio_config(project, cli_env)
+        assert config.returncode == 0, config.stdout + config.stderr
+        assert f"env:{board.id}" in config.stdout

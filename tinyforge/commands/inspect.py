@@ -1,0 +1,31 @@
+"""`tinyforge inspect`: what is in a .tflite and whether it runs and fits on a board."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers, parents) -> None:
+    parser = subparsers.add_parser(
+        "inspect", parents=parents, help="show a .tflite's ops, tensors, arena and fit",
+        description="Inspect a .tflite model without TensorFlow: ops, tensors, quantization, "
+                    "size, sha256, the ops the board's TFLM cannot resolve, a host TFLM run, "
+                    "the measured arena and the fit on the board.")
+    parser.add_argument("model", type=Path, help="a .tflite file")
+    parser.add_argument("--board", default="nano33ble", help="board id (see `tinyforge boards`)")
+    parser.add_argument("--tflm", type=Path,
+                        help="local TFLM library tree (its resolver header is used)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..inspection import inspect_model, summary_lines
+
+    report = inspect_model(args.model, board_id=args.board, tflm=args.tflm)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print("\n".join(summary_lines(report)))
+    return 0
