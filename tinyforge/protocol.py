@@ -1,0 +1,536 @@
+"""The serial protocol v1 between tinyforge and its firmware: the host side (docs/protocol.md).
+
+Every message is one line: ``!tf1 <TYPE>[ <key>=<value>]* *<crc32>``. `Decoder` turns the
+bytes a device sends into events: messages (`Boot`, `Result`, `DeviceErrorMessage`, `Echo`,
+`OtherMessage`), `DeviceLog` for everything else the device prints, and `Corrupt` or
+`UnsupportedVersion` for lines that look like messages but cannot be trusted. `encode()`
+builds the lines the host sends (HELLO, IN, ECHO).
+
+Standard library only, so importing it is cheap (the serial monitor imports it).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Union
+
+__all__ = [
+    "VERSION", "MAX_LINE_BYTES", "ERROR_CODES", "DEVICE_EOL", "HOST_EOL", "Decoder",
+    "decode_message", "Event", "TensorSpec", "Boot", "OutputValues", "Result",
+    "DeviceErrorMessage", "Echo", "OtherMessage", "DeviceLog", "Corrupt", "UnsupportedVersion",
+    "encode", "encode_hello", "encode_input", "encode_echo", "format_float",
+]
+
+VERSION = 1
+# A line longer than this is reported as Corrupt and dropped, so a device that never sends a
+# line end cannot make the host buffer grow without bound. A RES with 1,000 floats is ~12 KB.
+MAX_LINE_BYTES = 1 << 20
+# How much of a bad line a Corrupt event keeps for the user to look at.
+_EXCERPT_CHARS = 200
+
+DEVICE_EOL = b"\r\n"
+HOST_EOL = b"\n"
+
+ERROR_CODES = frozenset({
+    "SCHEMA_VERSION", "ALLOCATE_FAILED", "INVOKE_FAILED", "INPUT_TYPE", "OP_RESOLVER",
+    "BAD_CRC", "BAD_MESSAGE", "BAD_LENGTH", "LINE_TOO_LONG", "UNKNOWN_TYPE", "PROTOCOL_VERSION",
+})
+
+_MARKER = b"!tf"
+# "key=value" -> [key, value], called from C by map().
+_split_field = operator.methodcaller("split", "=", 1)
+_UINT32_MAX = 0xFFFFFFFF
+
+
+# --- events -------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class TensorSpec:
+    """One tensor of BOOT's ``in=``/``out=``: scale 0 and zero point 0 mean not quantized."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    scale: float
+    zero_point: int
+
+
+@dataclass(slots=True)
+class Boot:
+    """BOOT: what the firmware runs and whether TFLM could set it up."""
+
+    protocol: int                   # v=
+    firmware: str                   # fw=, the tinyforge version that generated it
+    board: str                      # board=
+    model_sha256: str               # model=
+    arena_bytes: int                # arena=
+    arena_used_bytes: int           # used=, 0 when AllocateTensors failed
+    ops: int                        # ops=, number of ops registered
+    inputs: list[TensorSpec]        # in=
+    outputs: list[TensorSpec]       # out=
+    status: str                     # status=, "ok" or "error"
+    extra: dict[str, str] = field(default_factory=dict)  # keys a later firmware added
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(slots=True)
+class OutputValues:
+    """One output tensor of a RES: raw values (None for float32 outputs) and dequantized ones."""
+
+    q: list[int] | None
+    f: list[float]
+
+
+@dataclass(slots=True)
+class Result:
+    """RES: the outputs of one inference."""
+
+    seq: int
+    src: str                        # "host" (answer to IN) or "demo" (the sketch's own input)
+    us: int                         # inference time in microseconds
+    outputs: list[OutputValues]
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DeviceErrorMessage:
+    """ERR: the device reports a failure; seq is None when it belongs to no request."""
+
+    seq: int | None
+    code: str
+    status: int                     # the TfLiteStatus, or 0
+    msg: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Echo:
+    """ECHO: the device's answer to an ECHO the host sent."""
+
+    seq: int
+    data: bytes
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class OtherMessage:
+    """A valid v1 message of a type this module does not interpret (values percent-decoded)."""
+
+    type: str
+    fields: dict[str, str]
+
+
+@dataclass(slots=True)
+class DeviceLog:
+    """A line the device printed that is not a message (MicroPrintf, user prints)."""
+
+    text: str
+
+
+@dataclass(slots=True)
+class Corrupt:
+    """A line with ``!tf`` that fails the CRC or the grammar: never to be trusted."""
+
+    reason: str
+    line: str
+
+
+@dataclass(slots=True)
+class UnsupportedVersion:
+    """A message of a protocol version this host does not speak (``!tf2 ...``)."""
+
+    version: int
+    line: str
+
+
+Event = Union[Boot, Result, DeviceErrorMessage, Echo, OtherMessage, DeviceLog, Corrupt,
+              UnsupportedVersion]
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+class _Invalid(Exception):
+    """A CRC-valid line that breaks the grammar of its message type."""
+
+
+# One pass of the whole grammar: version 1, type, " key=value" fields, CRC. Values are any
+# printable ASCII but space; percent escapes are checked separately (only when present).
+_V1_LINE = re.compile(r"!tf1 ([A-Z]+)((?: [a-z][a-z0-9_]*=[!-~]*)*) \*([0-9a-f]{8})")
+# Nine digits at most: int() of thousands of digits raises, and no protocol gets that far.
+_VERSION = re.compile(r"!tf([1-9][0-9]{0,8}) ")
+_TRAILER = re.compile(r" \*([0-9a-f]{8})\Z")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-F]{2})")
+_ESCAPE = re.compile(r"%([0-9A-F]{2})")
+# Quick checks before int()/float() parse a list in C; the parse rejects what remains.
+_NOT_INT_LIST = re.compile(r"[^0-9,-]")
+_NOT_FLOAT_LIST = re.compile(r"[^0-9,.e+\-naif]")
+_FLOAT = r"(?:-?(?:[0-9]+(?:\.[0-9]+)?(?:e[+-][0-9]{2,})?|inf)|nan)"
+_INT = re.compile(r"-?[0-9]+")
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SPEC = re.compile(rf"([a-z][a-z0-9]*):((?:[0-9]+(?:x[0-9]+)*)?):({_FLOAT}):(-?[0-9]+)")
+_OUTPUT_KEY = re.compile(r"[qf](?:0|[1-9][0-9]*)")
+# Output keys are looked up by index; building them once keeps RES decoding fast.
+_F_KEYS = tuple(f"f{i}" for i in range(64))
+_Q_KEYS = tuple(f"q{i}" for i in range(64))
+
+
+class Decoder:
+    """Turns the bytes a device sends into events, line by line.
+
+    `feed` accepts any bytes in any chunks (a line may span feeds) and never raises:
+    whatever arrives becomes `DeviceLog`, a message, `Corrupt` or `UnsupportedVersion`.
+    Lines end at ``\\n``, ``\\r\\n`` or ``\\r``. A line longer than `max_line` bytes is
+    reported once as `Corrupt` and dropped. Bytes that are not UTF-8 in log lines are
+    shown as U+FFFD.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES):
+        self._max_line = max_line
+        self._parts: list[bytes] = []   # the unfinished line, in pieces
+        self._pending = 0               # its length
+        self._skip_lf = False           # the last feed ended in "\r": a "\n" next ends nothing
+        self._discarding = False        # inside an overlong line, until it ends
+
+    def feed(self, data: bytes) -> list[Event]:
+        """The events completed by `data` (possibly none)."""
+        events: list[Event] = []
+        if not data:
+            return events
+        data = bytes(data)
+        if self._skip_lf:
+            self._skip_lf = False
+            if data[:1] == b"\n":
+                data = data[1:]
+                if not data:
+                    return events
+        if b"\n" not in data and b"\r" not in data:
+            self._hold(data, events)
+            return events
+        if self._parts:
+            self._parts.append(data)
+            data = b"".join(self._parts)
+            self._parts = []
+            self._pending = 0
+        lines = data.splitlines()
+        tail = lines.pop() if data[-1] not in (10, 13) else b""
+        self._skip_lf = data[-1] == 13
+        if self._discarding and lines:
+            del lines[0]                    # the end of an overlong line
+            self._discarding = False
+        append = events.append
+        for line in lines:
+            if len(line) > self._max_line:
+                append(self._too_long(line))
+                continue
+            start = line.rfind(_MARKER)
+            if start < 0:
+                append(DeviceLog(line.decode("utf-8", "replace")))
+                continue
+            if start:
+                append(DeviceLog(line[:start].decode("utf-8", "replace")))
+                line = line[start:]
+            append(decode_message(line))
+        if tail:
+            self._hold(tail, events)
+        return events
+
+    def _hold(self, piece: bytes, events: list[Event]) -> None:
+        if self._discarding:
+            return
+        self._parts.append(piece)
+        self._pending += len(piece)
+        if self._pending > self._max_line:
+            events.append(self._too_long(b"".join(self._parts)))
+            self._parts = []
+            self._pending = 0
+            self._discarding = True
+
+    def _too_long(self, line: bytes) -> Corrupt:
+        # Never more than max_line bytes: the same excerpt however the line was chunked.
+        excerpt = line[:min(_EXCERPT_CHARS, self._max_line)]
+        return Corrupt(f"line longer than {self._max_line} bytes (dropped)",
+                       _text(excerpt) + "...")
+
+
+def decode_message(line: bytes) -> Event:
+    """Decode one line that starts with ``!tf`` (no line end). Never raises."""
+    text = line.decode("latin-1")   # every byte maps to one char; non-ASCII fails the grammar
+    match = _V1_LINE.fullmatch(text)
+    if match is None:
+        return _diagnose(line, text)
+    message_type, fields_text, crc = match.groups()
+    if zlib.crc32(line[:-10]) != int(crc, 16):
+        return Corrupt("CRC mismatch", _text(line))
+    if fields_text:
+        if "%" in fields_text and _BAD_ESCAPE.search(fields_text):
+            return Corrupt("bad percent escape", _text(line))
+        items = fields_text[1:].split(" ")
+        fields = dict(map(_split_field, items))
+        if len(fields) != len(items):
+            return Corrupt("duplicate key", _text(line))
+    else:
+        fields = {}
+    build = _BUILDERS.get(message_type)
+    try:
+        if build is None:
+            return OtherMessage(message_type, {k: _unquote(v) for k, v in fields.items()})
+        return build(fields)
+    except (_Invalid, ValueError) as exc:
+        return Corrupt(f"invalid {message_type}: {exc}", _text(line))
+
+
+def _diagnose(line: bytes, text: str) -> Event:
+    """Why a line starting with !tf is not a valid v1 message (checked in the spec's order)."""
+    version = _VERSION.match(text)
+    if version is None:
+        return Corrupt("no protocol version after !tf", _text(line))
+    if version[1] != "1":
+        return UnsupportedVersion(int(version[1]), _text(line))
+    trailer = _TRAILER.search(text)
+    if trailer is None:
+        return Corrupt("no CRC at the end of the line", _text(line))
+    if zlib.crc32(line[:-10]) != int(trailer[1], 16):
+        return Corrupt("CRC mismatch", _text(line))
+    return Corrupt("malformed message (bad type, key or value)", _text(line))
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _unquote(value: str) -> str:
+    if "%" not in value:
+        return value
+    raw = _ESCAPE.sub(lambda m: chr(int(m[1], 16)), value).encode("latin-1")
+    return _text(raw)
+
+
+def _require(fields: dict[str, str], keys: tuple[str, ...]) -> None:
+    missing = [key for key in keys if key not in fields]
+    if missing:
+        raise _Invalid(f"missing {', '.join(missing)}")
+
+
+def _uint32(value: str, key: str) -> int:
+    # isdigit() is enough: values are ASCII by then, and it rejects signs and "_".
+    if not value.isdigit() or len(value) > 10 or int(value) > _UINT32_MAX:
+        raise _Invalid(f"{key} is not a uint32")
+    return int(value)
+
+
+def _int(value: str, key: str) -> int:
+    if _INT.fullmatch(value) is None:
+        raise _Invalid(f"{key} is not an integer")
+    return int(value)
+
+
+def _ints(value: str, key: str) -> list[int]:
+    if not value:
+        return []
+    # int() alone would also take "+1" and "1_0"; the protocol writes neither.
+    if _NOT_INT_LIST.search(value):
+        raise _Invalid(f"{key} is not a list of integers")
+    return list(map(int, value.split(",")))
+
+
+def _floats(value: str, key: str) -> list[float]:
+    if not value:
+        return []
+    # float() alone would also take "1_0", "Infinity" or "1E5"; the protocol writes none.
+    if _NOT_FLOAT_LIST.search(value):
+        raise _Invalid(f"{key} is not a list of floats")
+    return list(map(float, value.split(",")))
+
+
+def _extra(fields: dict[str, str], known: tuple[str, ...]) -> dict[str, str]:
+    if len(fields) == len(known):
+        return {}
+    return {k: _unquote(v) for k, v in fields.items() if k not in known}
+
+
+def _tensor_specs(value: str, key: str) -> list[TensorSpec]:
+    if not value:
+        return []
+    specs = []
+    for item in value.split(","):
+        match = _SPEC.fullmatch(item)
+        if match is None:
+            raise _Invalid(f"{key} has a bad tensor spec {item!r}")
+        shape = tuple(int(d) for d in match[2].split("x")) if match[2] else ()
+        specs.append(TensorSpec(match[1], shape, float(match[3]), int(match[4])))
+    return specs
+
+
+_BOOT_KEYS = ("v", "fw", "board", "model", "arena", "used", "ops", "in", "out", "status")
+
+
+def _boot(fields: dict[str, str]) -> Boot:
+    _require(fields, _BOOT_KEYS)
+    model = fields["model"]
+    if _SHA256.fullmatch(model) is None:
+        raise _Invalid("model is not a sha256")
+    status = fields["status"]
+    if status not in ("ok", "error"):
+        raise _Invalid("status is neither ok nor error")
+    return Boot(
+        protocol=_uint32(fields["v"], "v"), firmware=_unquote(fields["fw"]),
+        board=_unquote(fields["board"]), model_sha256=model,
+        arena_bytes=_uint32(fields["arena"], "arena"),
+        arena_used_bytes=_uint32(fields["used"], "used"),
+        ops=_uint32(fields["ops"], "ops"), inputs=_tensor_specs(fields["in"], "in"),
+        outputs=_tensor_specs(fields["out"], "out"), status=status,
+        extra=_extra(fields, _BOOT_KEYS))
+
+
+_RESULT_KEYS = ("seq", "src", "us")
+
+
+def _result(fields: dict[str, str]) -> Result:
+    try:
+        seq, src, us = fields["seq"], fields["src"], fields["us"]
+    except KeyError:
+        _require(fields, _RESULT_KEYS)
+        raise
+    outputs = []
+    used = len(_RESULT_KEYS)
+    get = fields.get
+    i = 0
+    while (f_text := get(_F_KEYS[i] if i < len(_F_KEYS) else f"f{i}")) is not None:
+        floats = _floats(f_text, "f")
+        q_text = get(_Q_KEYS[i] if i < len(_Q_KEYS) else f"q{i}")
+        if q_text is None:
+            outputs.append(OutputValues(None, floats))
+            used += 1
+        else:
+            ints = _ints(q_text, "q")
+            if len(ints) != len(floats):
+                raise _Invalid(f"q{i} and f{i} differ in length")
+            outputs.append(OutputValues(ints, floats))
+            used += 2
+        i += 1
+    extra = {} if used == len(fields) else _result_extra(fields, i)
+    return Result(_uint32(seq, "seq"), _unquote(src), _uint32(us, "us"), outputs, extra)
+
+
+def _result_extra(fields: dict[str, str], outputs: int) -> dict[str, str]:
+    """Unknown keys of a RES; a q or f key outside the outputs makes it invalid."""
+    taken = set(_RESULT_KEYS) | {f"{p}{k}" for p in "qf" for k in range(outputs)}
+    extra = {}
+    for key, value in fields.items():
+        if key in taken:
+            continue
+        if _OUTPUT_KEY.fullmatch(key):
+            raise _Invalid(f"{key} has no matching f{key[1:]} or follows a gap")
+        extra[key] = _unquote(value)
+    return extra
+
+
+_ERROR_KEYS = ("seq", "code", "status", "msg")
+
+
+def _error(fields: dict[str, str]) -> DeviceErrorMessage:
+    _require(fields, _ERROR_KEYS)
+    seq_text = fields["seq"]
+    seq = None if seq_text == "-" else _uint32(seq_text, "seq")
+    return DeviceErrorMessage(seq, _unquote(fields["code"]), _int(fields["status"], "status"),
+                              _unquote(fields["msg"]), _extra(fields, _ERROR_KEYS))
+
+
+_ECHO_KEYS = ("seq", "data")
+
+
+def _echo(fields: dict[str, str]) -> Echo:
+    _require(fields, _ECHO_KEYS)
+    data = fields["data"]
+    if _HEX.fullmatch(data) is None:
+        raise _Invalid("data is not lower-case hex")
+    return Echo(_uint32(fields["seq"], "seq"), bytes.fromhex(data), _extra(fields, _ECHO_KEYS))
+
+
+_BUILDERS = {"BOOT": _boot, "RES": _result, "ERR": _error, "ECHO": _echo}
+
+
+# --- encoding -----------------------------------------------------------------------------
+
+_TYPE = re.compile(r"[A-Z]+")
+_KEY = re.compile(r"[a-z][a-z0-9_]*")
+# Characters a value may carry as they are; '!' is left out so no value holds "!tf".
+_PLAIN = re.compile(r"[\x22-\x24\x26-\x7e]*")
+
+
+def format_float(value: float) -> str:
+    """A float as the protocol writes it: 7 significant digits, like the firmware does."""
+    if value == 0:
+        return "0"          # also for -0.0
+    return format(value, ".7g")
+
+
+def _quote(text: str) -> str:
+    if _PLAIN.fullmatch(text):
+        return text
+    return "".join(chr(b) if 0x21 < b <= 0x7E and b != 0x25 else f"%{b:02X}"
+                   for b in text.encode("utf-8"))
+
+
+def _encode_value(key: str, value: object) -> str:
+    if isinstance(value, bool):
+        raise TypeError(f"{key}: booleans have no protocol encoding; pass 0/1 or a word")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format_float(value)
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(item, (str, bool)) or not isinstance(item, (int, float))
+               for item in value):
+            raise TypeError(f"{key}: lists hold numbers only")
+        return ",".join(str(item) if isinstance(item, int) else format_float(item)
+                        for item in value)
+    raise TypeError(f"{key}: cannot encode a {type(value).__name__}")
+
+
+def encode(message_type: str, /, *, eol: bytes = HOST_EOL, **fields: object) -> bytes:
+    """One protocol line: ``!tf1 TYPE key=value ... *crc`` plus `eol`.
+
+    Values: int, float, str (percent-encoded), bytes (lower-case hex), or a list of numbers
+    (comma-separated). Fields keep the order given. Raises ValueError for a bad type or key.
+    """
+    if _TYPE.fullmatch(message_type) is None:
+        raise ValueError(f"message type must be upper-case letters, not {message_type!r}")
+    parts = [f"!tf{VERSION} {message_type}"]
+    for key, value in fields.items():
+        if _KEY.fullmatch(key) is None:
+            raise ValueError(f"key must match [a-z][a-z0-9_]*, not {key!r}")
+        parts.append(f"{key}={_encode_value(key, value)}")
+    body = " ".join(parts).encode("ascii")
+    return body + b" *%08x" % zlib.crc32(body) + eol
+
+
+def encode_hello() -> bytes:
+    """HELLO: asks the device to send its BOOT message again."""
+    return encode("HELLO")
+
+
+def encode_input(seq: int, data: bytes) -> bytes:
+    """IN: the bytes of all input tensors, concatenated in input order."""
+    return encode("IN", seq=_check_seq(seq), data=bytes(data))
+
+
+def encode_echo(seq: int, data: bytes) -> bytes:
+    """ECHO: the device answers with the same seq and data."""
+    return encode("ECHO", seq=_check_seq(seq), data=bytes(data))
+
+
+def _check_seq(seq: int) -> int:
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _UINT32_MAX:
+        raise ValueError(f"seq must be a uint32, not {seq!r}")
+    return seq
