@@ -107,6 +107,26 @@ def test_arena_too_big_for_ram(tinyforge, models, tmp_path):
     _refused(result, "does not fit", "RAM", "262,144", "tensor arena", project=tmp_path / "p")
 
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "tinyforge" / "example"
+
+
+def test_missing_calibration_for_int8_conversion(tinyforge, tmp_path):
+    result = _build(tinyforge, EXAMPLE / "gesture.keras", tmp_path / "p")
+    _refused(result, "calibration", "--calibration", project=tmp_path / "p")
+    result = _build(tinyforge, EXAMPLE / "gesture.keras", tmp_path / "p", "--calibration",
+                    tmp_path / "missing.npz")
+    _refused(result, "missing.npz", project=tmp_path / "p")
+
+
+def test_wrongly_shaped_calibration(tinyforge, tmp_path):
+    import numpy as np
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros((4, 3, 32), dtype=np.float32))
+    result = _build(tinyforge, EXAMPLE / "gesture.keras", tmp_path / "p", "--calibration",
+                    samples)
+    _refused(result, "samples.npy", "[4, 3, 32]", "[1, 32, 3]", project=tmp_path / "p")
+
+
 def test_unknown_board_lists_known_ones(tinyforge, tmp_path):
     result = tinyforge("build", "--board", "uno", "--no-compile", "--project-dir", tmp_path / "p")
     _refused(result, "unknown board 'uno'", "nano33ble", project=tmp_path / "p")

@@ -97,24 +97,27 @@ def build(options: BuildOptions) -> BuildResult:
 
 
 def _tflite_bytes(source: Path, options: BuildOptions, workdir: Path) -> tuple[bytes, dict | None]:
-    """The .tflite to build: read as is, or converted from Keras/SavedModel."""
-    if source.suffix.lower() == ".tflite":
+    """The .tflite to build: read as is, or converted from Keras/SavedModel (with a report of
+    the int8 model's accuracy against the float model on the calibration samples)."""
+    if not source.exists():
+        raise ModelFileError(f"model {source} does not exist", hint="check the path given to --model")
+    if not (source.is_dir() or source.suffix.lower() in KERAS_SUFFIXES):
+        # A .tflite, or a file of another name that must prove it is one.
         data, _ = reader.read_model_file(source)
         return data, None
-    if source.is_dir() or source.suffix.lower() in KERAS_SUFFIXES:
-        if not source.exists():
-            raise ModelFileError(f"model {source} does not exist", hint="check --model")
-        from .model import convert
-        result = convert.convert(source, calibration=options.calibration,
-                                 quantize=options.quantize, output=workdir / "model.tflite",
-                                 on_line=lambda line: log.debug("  convert: %s", line))
-        return result.tflite.read_bytes() if hasattr(result, "tflite") else result.data, \
-            result.to_json() if hasattr(result, "to_json") else None
-    if not source.exists():
-        raise ModelFileError(f"model {source} does not exist", hint="check --model")
-    data = source.read_bytes()[:8]
-    reader.inspect_bytes(source.read_bytes(), source.name)  # a .tflite by another name works
-    return source.read_bytes(), None
+    from .model import accuracy, convert
+
+    result = convert.convert(source, calibration=options.calibration, quantize=options.quantize,
+                             output=workdir / "model.tflite")
+    data = result.output.read_bytes()
+    report = result.to_json()
+    report["summary"] = [f"{result.source_kind} -> {result.quantize} .tflite "
+                         f"({result.model_bytes:,} B) in {result.seconds:.1f} s"]
+    if result.reference is not None:
+        measured = accuracy.compare(data, result.reference, model_name=source.name)
+        report["accuracy"] = measured.to_json()
+        report["summary"].append(measured.summary())
+    return data, report
 
 
 def _labels(options: BuildOptions) -> tuple[Path | None, list[str]]:
