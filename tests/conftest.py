@@ -29,6 +29,8 @@ def pio_core(tmp_path_factory) -> Path:
 def cli_env(pio_core, tmp_path) -> dict[str, str]:
     env = dict(os.environ)
     env["PLATFORMIO_CORE_DIR"] = str(pio_core)
+    # Emulated boards build in tinyforge's own core dir: keep that out of ~/.tinyforge too.
+    env["TINYFORGE_PIO_CORE_DIR"] = str(pio_core.parent / "tinyforge-pio-core")
     env.pop(TFLM_ENV, None)
     env.pop("TINYFORGE_BOARDS_PATH", None)
     env["PYTHONDONTWRITEBYTECODE"] = "1"

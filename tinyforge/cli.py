@@ -16,7 +16,7 @@ from . import __version__
 from .errors import EXIT_INTERRUPTED, TinyforgeError
 
 # Order is the order of `tinyforge --help`.
-COMMANDS = ("build", "inspect", "boards", "doctor")
+COMMANDS = ("build", "inspect", "boards", "doctor", "setup", "selftest")
 
 log = logging.getLogger("tinyforge")
 

@@ -22,7 +22,8 @@ from typing import Callable
 from . import pio_core, proc
 from .boards import Board
 from .errors import (ChildProcessFailed, DoesNotFitError, PackageUnavailableError,
-                     PlatformIOError, ToolMissingError)
+                     PlatformIOError, TFLMSourceError, ToolMissingError)
+from .tflm_source import missing_tflm_hint
 
 log = logging.getLogger("tinyforge.pio")
 
@@ -111,12 +112,21 @@ def registry_reachable(timeout: float = REACHABILITY_TIMEOUT_S) -> bool:
 
 def check_packages(board: Board, project_dir: Path, core_dir: Path | None,
                    *, local_tflm: bool) -> None:
+    """Make sure `pio run` will not stall on the registry: fail in seconds instead."""
+    if board.emulated:
+        # The emulated target's packages come from this machine, never from the registry.
+        pio_core.setup(core_dir, require_qemu=False)
     missing = missing_packages(board, project_dir, core_dir, local_tflm=local_tflm)
     if not missing:
         return
     log.info("PlatformIO will download: %s", ", ".join(missing))
     if registry_reachable():
         return
+    if board.emulated:
+        raise TFLMSourceError(
+            f"the TFLM library for '{board.id}' is not available and GitHub cannot be reached "
+            f"to download {board.tflm['library']}",
+            hint=missing_tflm_hint(board.id))
     raise PackageUnavailableError(
         f"PlatformIO needs {len(missing)} package(s) for '{board.id}' that are not installed, "
         "and its registry cannot be reached:",

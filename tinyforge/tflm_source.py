@@ -35,6 +35,6 @@ def resolve_tflm_source(explicit: Path | str | None) -> Path | None:
 
 
 def missing_tflm_hint(board_id: str) -> str:
-    return (f"give a TFLM library tree with --tflm PATH or the {ENV_VAR} environment variable "
-            f"(e.g. a checkout of Chirale_TensorFlowLite), or let PlatformIO download the "
-            f"pinned library (needs network) by building without them")
+    return (f"give a local TFLM library tree: `tinyforge build --board {board_id} --tflm PATH` "
+            f"or set {ENV_VAR}=PATH (e.g. a checkout of Chirale_TensorFlowLite v2.0.0); or "
+            "connect to the internet so PlatformIO can download the pinned library")

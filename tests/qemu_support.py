@@ -1,0 +1,95 @@
+"""Helpers for the tests that build and run qemu-m4 firmware (arm-none-eabi-gcc + QEMU).
+
+They skip, naming the apt command, when the toolchain or QEMU is missing (a fresh machine
+gets both from `make setup` run as root).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tinyforge import boards, pio, pio_core
+from tinyforge.errors import ToolMissingError
+
+REPO = Path(__file__).resolve().parent.parent
+RUNTIME_DIR = REPO / "firmware_templates" / "runtime" / "qemu-m4"
+COMMON_DIR = REPO / "firmware_templates" / "common"
+# Any access PlatformIO tried to make would go to this dead proxy and fail at once, so a
+# build that passes with it did not need the network.
+DEAD_PROXY = "http://127.0.0.1:9"
+
+_seeded: dict[Path, Path] = {}
+
+
+def require_emulator() -> None:
+    """Skip the calling test unless arm-none-eabi-gcc (with its libraries) and QEMU exist."""
+    try:
+        pio_core.find_toolchain()
+        pio_core.find_qemu()
+    except ToolMissingError as exc:
+        pytest.skip(f"{exc.message}; install with: {pio_core.APT_INSTALL} "
+                    "(or run `make setup` as root)")
+
+
+def seeded_core(tmp_path_factory) -> Path:
+    """One tinyforge PlatformIO core dir per session, prepared by `pio_core.setup()`."""
+    base = tmp_path_factory.getbasetemp()
+    if base not in _seeded:
+        core = base / "tinyforge-pio-core"
+        pio_core.setup(core)
+        _seeded[base] = core
+    return _seeded[base]
+
+
+def block_network(monkeypatch) -> None:
+    """Point every HTTP(S) client at a dead proxy for the rest of the test."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, DEAD_PROXY)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write_project(project: Path, sketch: str, *, extra_ini: str = "") -> None:
+    """A qemu-m4 project: the runtime layer, board_runtime.h, tf_protocol and `sketch`."""
+    src = project / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    for folder in (RUNTIME_DIR, COMMON_DIR):
+        for path in folder.iterdir():
+            shutil.copyfile(path, src / path.name)
+    (src / "sketch.cpp").write_text(sketch, encoding="utf-8")
+    board = boards.load_board("qemu-m4")
+    platform = f"symlink://{pio_core.PLATFORMS_DIR / 'qemu_m4'}"
+    (project / "platformio.ini").write_text(
+        f"[env:qemu-m4]\nplatform = {platform}\nboard = {board.platformio['board']}\n"
+        f"{extra_ini}", encoding="utf-8")
+
+
+def build(project: Path, core: Path) -> pio.BuildReport:
+    """`pio run` through tinyforge.pio in `core`; fails if PlatformIO installed anything but
+    a local symlink (which needs no network)."""
+    lines: list[str] = []
+    report = pio.build(project, boards.load_board("qemu-m4"), core, on_line=lines.append,
+                       timeout=600)
+    installing = [line for line in lines if "Installing" in line and "symlink://" not in line]
+    assert not installing, installing
+    return report
+
+
+def qemu_processes_for(path: Path) -> list[int]:
+    """Pids of running qemu-system-arm processes whose command line mentions `path` (/proc)."""
+    pids = []
+    needle = str(path).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"qemu-system-arm" in cmdline and needle in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids

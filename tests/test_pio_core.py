@@ -1,0 +1,229 @@
+"""tinyforge's own PlatformIO core dir (tinyforge.pio_core) and the qemu_m4 dev-platform.
+
+The setup tests run the real seeding (real toolchain, real scons wheel); the build tests run
+real `pio run` with every HTTP client pointed at a dead proxy, so they prove PlatformIO needs
+no network for qemu-m4.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinyforge import pio_core
+from tinyforge.errors import DoesNotFitError, ToolMissingError
+
+from qemu_support import block_network, build, require_emulator, seeded_core, write_project
+
+TOOLCHAIN = "toolchain-gccarmnoneeabi"
+
+
+@pytest.fixture
+def empty_path(tmp_path, monkeypatch) -> Path:
+    """A PATH with nothing on it: no compiler, no QEMU."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    return empty
+
+
+# --- environment and core dir choice --------------------------------------------------------
+
+def test_pio_environment_isolates_the_core_and_silences_network_chatter(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLATFORMIO_PACKAGES_DIR", "/somewhere/else")
+    monkeypatch.setenv("TINYFORGE_TEST_MARKER", "kept")
+    env = pio_core.pio_environment(tmp_path)
+    assert env["PLATFORMIO_CORE_DIR"] == str(tmp_path)
+    assert env["PLATFORMIO_DISABLE_UPGRADE_CHECK"] == "true"
+    assert env["PLATFORMIO_SETTING_ENABLE_TELEMETRY"] == "no"
+    assert env["PLATFORMIO_SETTING_CHECK_PLATFORMIO_INTERVAL"] == "9999"
+    assert "PLATFORMIO_PACKAGES_DIR" not in env
+    assert env["TINYFORGE_TEST_MARKER"] == "kept"
+
+
+def test_pio_environment_names_are_the_ones_platformio_reads(tmp_path):
+    """PlatformIO itself must see the settings (a misspelt name would be silently ignored)."""
+    code = ("from platformio import app; print(app.get_setting('enable_telemetry'), "
+            "app.get_setting('check_platformio_interval'))")
+    out = subprocess.run([sys.executable, "-c", code], env=pio_core.pio_environment(tmp_path),
+                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert out == ["False", "9999"]
+
+
+def test_core_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv(pio_core.ENV_CORE_DIR, str(tmp_path / "from-env"))
+    assert pio_core.core_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    assert pio_core.core_dir() == tmp_path / "from-env"
+    monkeypatch.delenv(pio_core.ENV_CORE_DIR)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert pio_core.core_dir() == tmp_path / "home" / ".tinyforge" / "platformio"
+
+
+# --- missing tools ---------------------------------------------------------------------------
+
+def test_setup_without_toolchain_names_the_apt_command(tmp_path, empty_path):
+    with pytest.raises(ToolMissingError) as caught:
+        pio_core.setup(tmp_path / "core")
+    assert "arm-none-eabi-gcc" in caught.value.message
+    assert "apt-get install --no-install-recommends" in caught.value.hint
+    assert "gcc-arm-none-eabi" in caught.value.hint
+    assert not (tmp_path / "core" / "packages").exists()
+
+
+def test_setup_without_qemu_names_the_apt_command(tmp_path, monkeypatch):
+    require_emulator()
+    # The real toolchain, but no QEMU on PATH.
+    only_gcc = tmp_path / "bin"
+    only_gcc.mkdir()
+    toolchain = pio_core.find_toolchain()
+    for program in toolchain.programs:
+        (only_gcc / program).symlink_to(toolchain.bin_dir / program)
+    monkeypatch.setenv("PATH", str(only_gcc))
+    with pytest.raises(ToolMissingError) as caught:
+        pio_core.setup(tmp_path / "core")
+    assert "qemu-system-arm" in caught.value.message
+    assert "--no-install-recommends" in caught.value.hint and "qemu-system-arm" in caught.value.hint
+
+
+def test_doctor_checks_say_what_is_missing_and_how_to_fix_it(tmp_path, empty_path):
+    checks = {c.name: c for c in pio_core.doctor_checks(tmp_path / "core")}
+    assert not checks["arm-none-eabi toolchain"].ok
+    assert "--no-install-recommends" in checks["arm-none-eabi toolchain"].hint
+    assert not checks["QEMU"].ok and "qemu-system-arm" in checks["QEMU"].hint
+    assert checks["SCons for PlatformIO"].ok  # the wheel is a dev dependency
+    assert not checks["PlatformIO core dir"].ok
+    assert "tinyforge setup" in checks["PlatformIO core dir"].hint
+    assert all(isinstance(c.as_dict()["detail"], str) for c in checks.values())
+
+
+# --- seeding ---------------------------------------------------------------------------------
+
+def test_setup_seeds_packages_platformio_accepts_and_is_idempotent(tmp_path, monkeypatch):
+    require_emulator()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    core = tmp_path / "core"
+    first = pio_core.setup(core)
+    assert [a for a, _, _ in first.actions] == ["create", "create", "create"]
+    assert first.changed
+    second = pio_core.setup(core)
+    assert [a for a, _, _ in second.actions] == ["identical"] * 3
+    assert not second.changed
+    assert pio_core.is_ready(core)
+    assert not (tmp_path / "home").exists()  # ~/.platformio (and ~) untouched
+
+    scons = core / "packages" / "tool-scons"
+    assert json.loads((scons / "package.json").read_text())["version"] == "4.41101.0"
+    assert json.loads((scons / ".piopm").read_text())["spec"]["owner"] == "platformio"
+    version = subprocess.run([sys.executable, str(scons / "scons.py"), "--version"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "4.11.1" in version
+    gcc = core / "packages" / TOOLCHAIN / "bin" / "arm-none-eabi-gcc"
+    assert gcc.is_symlink()
+    assert subprocess.run([gcc, "-dumpversion"], capture_output=True, text=True,
+                          check=True).stdout.strip() == pio_core.find_toolchain().gcc_version
+
+
+def test_setup_replaces_a_package_that_no_longer_matches(tmp_path):
+    require_emulator()
+    core = tmp_path / "core"
+    pio_core.setup(core)
+    manifest = core / "packages" / "tool-scons" / "package.json"
+    manifest.write_text('{"name": "tool-scons", "version": "4.40000.0"}')
+    actions = {what: action for action, what, _ in pio_core.setup(core).actions}
+    assert actions["tool-scons"] == "replace"
+    assert actions[TOOLCHAIN] == "identical"
+    assert json.loads(manifest.read_text())["version"] == "4.41101.0"
+    leftovers = [p.name for p in (core / "packages").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_interrupted_setup_leaves_no_partial_package(tmp_path, monkeypatch):
+    require_emulator()
+
+    def failing_copy(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pio_core.shutil, "copytree", failing_copy)
+    with pytest.raises(OSError):
+        pio_core.setup(tmp_path / "core")
+    assert list((tmp_path / "core" / "packages").iterdir()) == []
+
+
+# --- real `pio run` through the platform -----------------------------------------------------
+
+HELLO = """\
+#include <stdio.h>
+#include "board_runtime.h"
+void setup() { BoardSerialBegin(115200); printf("hello %.2f\\r\\n", 1.5); }
+void loop() {}
+"""
+
+
+@pytest.mark.emulator
+def test_pio_run_builds_offline_for_the_hard_float_thumb_target(tmp_path_factory, tmp_path,
+                                                                monkeypatch):
+    require_emulator()
+    block_network(monkeypatch)
+    core = seeded_core(tmp_path_factory)
+    write_project(tmp_path / "p", HELLO)
+    report = build(tmp_path / "p", core)
+    elf = Path(report.firmware)
+    assert elf.name == "firmware.elf" and report.flash_used and report.ram_used
+    assert report.flash_total == 983_040 and report.ram_total == 262_144
+    attributes = subprocess.run(["arm-none-eabi-readelf", "-A", elf], capture_output=True,
+                                text=True, check=True).stdout
+    assert "Tag_CPU_arch: v7E-M" in attributes
+    assert "Tag_ABI_VFP_args: VFP registers" in attributes  # -mfloat-abi=hard throughout
+    # Linked against the Thumb hard-float multilib (an A32 libc would fault on a Cortex-M4).
+    mapfile = (elf.parent / "firmware.map").read_text()
+    assert "thumb/v7e-m+fp/hard/libc_nano.a" in mapfile
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize("region, declaration", [
+    ("FLASH", "const uint8_t big[990000] = {1};"),
+    ("RAM", "uint8_t big[250000];"),
+])
+def test_firmware_too_big_for_the_board_fails_at_link_time(tmp_path_factory, tmp_path,
+                                                            monkeypatch, region, declaration):
+    require_emulator()
+    block_network(monkeypatch)
+    sketch = f"""\
+#include <stdint.h>
+#include "board_runtime.h"
+{declaration}
+volatile uint32_t sink;
+void setup() {{ sink = big[sink]; }}
+void loop() {{}}
+"""
+    write_project(tmp_path / "p", sketch)
+    with pytest.raises(DoesNotFitError) as caught:
+        build(tmp_path / "p", seeded_core(tmp_path_factory))
+    assert f"{region}: over by" in caught.value.details
+
+
+@pytest.mark.emulator
+def test_excluded_library_sources_are_left_out_of_the_build(tmp_path_factory, tmp_path,
+                                                            monkeypatch):
+    """custom_tflm_exclude (from [tflm] exclude_sources) drops a library's files by pattern."""
+    require_emulator()
+    block_network(monkeypatch)
+    library = tmp_path / "fakelib"
+    (library / "src" / "arduino_only").mkdir(parents=True)
+    (library / "library.properties").write_text("name=fakelib\nversion=1.0.0\n"
+                                                "architectures=mbed_nano\n")
+    (library / "src" / "fakelib.h").write_text("int kept();\n")
+    (library / "src" / "kept.cpp").write_text("int kept() { return 7; }\n")
+    (library / "src" / "arduino_only" / "serial.cpp").write_text("#include <Arduino.h>\n")
+    (library / "src" / "debug_log.cpp").write_text("#error this file must not be compiled\n")
+    sketch = '#include "fakelib.h"\n#include "board_runtime.h"\n' \
+             "volatile int v;\nvoid setup() { v = kept(); }\nvoid loop() {}\n"
+    write_project(tmp_path / "p", sketch, extra_ini=(
+        f"lib_deps = symlink://{library}\nlib_compat_mode = off\n"
+        "custom_tflm_exclude =\n    debug_log.cpp\n    arduino_only/*\n"))
+    report = build(tmp_path / "p", seeded_core(tmp_path_factory))
+    assert report.firmware

@@ -1,0 +1,51 @@
+"""`tinyforge selftest`: build and run a firmware without TFLM that checks a board's link."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+log = logging.getLogger("tinyforge.selftest")
+
+
+def register(subparsers, parents) -> None:
+    parser = subparsers.add_parser(
+        "selftest", parents=parents, help="check a board's runtime and serial link (no model)",
+        description="Build the self-test firmware (no TFLM) for a board, run it (in QEMU for "
+                    "qemu-m4) and check its serial link: boot message, echo of checksummed "
+                    "frames at full rate, error replies, the timer against the host's clock, "
+                    "and IN/RES with a stand-in model. Exit status 0 when every check passes, "
+                    "2 when one fails or the device misbehaves.")
+    parser.add_argument("--board", default="qemu-m4", help="board id (default: qemu-m4)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--core-dir", metavar="DIR",
+                        help="tinyforge's PlatformIO core dir (default: $TINYFORGE_PIO_CORE_DIR "
+                             "or ~/.tinyforge/platformio); prepared on first use")
+    parser.add_argument("--project-dir", metavar="DIR",
+                        help="where to render the self-test project (default: "
+                             "~/.cache/tinyforge/selftest/BOARD)")
+    parser.add_argument("--frames", type=int, metavar="N",
+                        help="ECHO frames to send (default: 300)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random frames and inputs (default: 0)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .. import boards, selftest
+    from ..errors import EXIT_DEVICE_ERROR, EXIT_OK
+
+    board = boards.load_board(args.board)
+    options = {"echo_frames": args.frames} if args.frames is not None else {}
+    report = selftest.run_selftest(board, project_dir=args.project_dir, core_dir=args.core_dir,
+                                   seed=args.seed, on_build_line=log.debug, **options)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        build = report.build
+        print(f"build: {build['seconds']} s, {build['compiled_files']} files compiled, "
+              f"flash {build['flash_used']:,} B, RAM {build['ram_used']:,} B")
+        for step in report.steps:
+            print(f"{'PASS' if step.ok else 'FAIL'}  {step.name:<9}  {step.detail}")
+        print(f"self-test {'passed' if report.passed else 'FAILED'} on {report.board}")
+    return EXIT_OK if report.passed else EXIT_DEVICE_ERROR
