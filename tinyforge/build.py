@@ -15,7 +15,7 @@ import numpy as np
 
 from . import boards, checks, firmware, pio, render, resources
 from .errors import CalibrationError, InputError, ModelFileError
-from .model import host_runtime, reader
+from .model import fit, host_runtime, reader
 from .tflm_source import resolve_tflm_source
 
 log = logging.getLogger("tinyforge.build")
@@ -39,6 +39,7 @@ class BuildOptions:
     compile: bool = True
     force: bool = False
     overwrite: bool = False
+    arena: str = "auto"   # "auto", "host" or "device" (docs/arena.md)
 
 
 @dataclass
@@ -81,6 +82,7 @@ def build(options: BuildOptions) -> BuildResult:
     _check_labels(labels, labels_path, prepared.info)
     demo = _demo_input(options, source, prepared.info)
     project_dir = Path(options.project_dir or DEFAULT_PROJECT_ROOT / board.id)
+    _device_arena(prepared, board, tflm_root, options, project_dir)
     inputs = firmware.FirmwareInputs(
         board=board, model=data, info=prepared.info, ops=prepared.ops,
         resolver=prepared.resolver, arena=prepared.arena, labels=labels, demo_input=demo,
@@ -94,6 +96,28 @@ def build(options: BuildOptions) -> BuildResult:
         pio.check_packages(board, project_dir, core_dir, local_tflm=tflm_root is not None)
         result.build = pio.build(project_dir, board, core_dir, on_line=_build_progress())
     return result
+
+
+def _device_arena(prepared: checks.PreparedModel, board: boards.Board, tflm_root: Path | None,
+                  options: BuildOptions, project_dir: Path) -> None:
+    """Replace the host arena estimate by a measurement on the emulated Cortex-M4 if possible."""
+    from . import device_arena
+
+    measure_in = None
+    if board.id == device_arena.MEASURE_BOARD:
+        # Measuring in the project itself compiles TFLM once for both; it must not clobber
+        # files the user edited, so refuse those first, as the final render would.
+        if not options.overwrite:
+            render.refuse_edited(project_dir)
+        measure_in = project_dir
+    plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in)
+    if plan is prepared.arena:
+        return
+    prepared.arena = plan
+    prepared.fit = fit.estimate(board, model_bytes=prepared.info.size,
+                                op_count=len(prepared.ops), arena_bytes=plan.arena_bytes)
+    if not options.force:
+        fit.check(prepared.fit, board, prepared.info.name)
 
 
 def _tflite_bytes(source: Path, options: BuildOptions, workdir: Path) -> tuple[bytes, dict | None]:

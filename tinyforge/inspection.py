@@ -10,11 +10,12 @@ from pathlib import Path
 
 from . import boards, checks
 from .errors import ModelFileError
-from .model import reader
+from .model import fit, reader
 from .tflm_source import resolve_tflm_source
 
 
-def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None) -> dict:
+def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
+                  arena: str = "auto") -> dict:
     """The inspection report of the model at `path` for `board_id` (see docs/cli.md)."""
     path = Path(path)
     if path.is_dir() or path.suffix.lower() in (".keras", ".h5", ".hdf5"):
@@ -23,8 +24,14 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None) -> dic
                                   "--calibration SAMPLES --no-compile")
     board = boards.load_board(board_id)
     data, _ = reader.read_model_file(path)
-    prepared = checks.prepare(data, path.name, board, tflm_root=resolve_tflm_source(tflm),
-                              strict=False)
+    tflm_root = resolve_tflm_source(tflm)
+    prepared = checks.prepare(data, path.name, board, tflm_root=tflm_root, strict=False)
+    if prepared.arena is not None and not prepared.unsupported_ops:
+        from . import device_arena
+        prepared.arena = device_arena.choose(prepared, board, tflm_root, arena)
+        prepared.fit = fit.estimate(board, model_bytes=prepared.info.size,
+                                    op_count=len(prepared.ops),
+                                    arena_bytes=prepared.arena.arena_bytes)
     report = prepared.info.to_json()
     report.update({
         "board": board.id,

@@ -102,6 +102,33 @@ def plan(root: Path, files: dict[str, bytes], *, overwrite: bool = False) -> Ren
     return result
 
 
+def edited_files(root: Path) -> list[str]:
+    """Files of a previous render that were changed since (by the user or another tool)."""
+    previous = (read_manifest(root) or {}).get("files", {})
+    edited = []
+    for relative, digest in sorted(previous.items()):
+        path = root / relative
+        if path.is_file() and sha256(path.read_bytes()) != digest:
+            edited.append(relative)
+    return edited
+
+
+def refuse_edited(root: Path) -> None:
+    """`ProjectError` listing edited generated files, before a step that would replace them."""
+    edited = edited_files(root)
+    if edited:
+        raise _conflict(root, edited)
+
+
+def _conflict(root: Path, paths: list[str]) -> ProjectError:
+    return ProjectError(
+        f"{len(paths)} generated file(s) in {root} were edited since tinyforge wrote them "
+        "(or were not written by tinyforge); nothing was changed:",
+        details="\n".join(f"  - {p}" for p in paths),
+        hint="move your changes elsewhere (e.g. a file tinyforge does not generate), or "
+             "pass --overwrite to replace them")
+
+
 def write(root: Path, files: dict[str, bytes], manifest: dict, *,
           overwrite: bool = False) -> RenderPlan:
     """Write `files` under `root` following `plan()`; the manifest records every file's sha256."""
@@ -110,12 +137,7 @@ def write(root: Path, files: dict[str, bytes], manifest: dict, *,
     result = plan(root, files, overwrite=overwrite)
     conflicts = result.paths("conflict")
     if conflicts:
-        raise ProjectError(
-            f"{len(conflicts)} generated file(s) in {root} were edited since tinyforge wrote "
-            "them (or were not written by tinyforge); nothing was changed:",
-            details="\n".join(f"  - {p}" for p in conflicts),
-            hint="move your changes elsewhere (e.g. a file tinyforge does not generate), or "
-                 "pass --overwrite to replace them")
+        raise _conflict(root, conflicts)
     manifest = dict(manifest, files={p: sha256(d) for p, d in sorted(files.items())})
     files_to_write = {p: files[p] for p in result.changed}
     new_manifest = manifest_bytes(manifest)

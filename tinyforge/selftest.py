@@ -32,6 +32,7 @@ from typing import Callable
 from . import __version__, pio, pio_core, protocol, render, resources
 from .boards import Board
 from .errors import DeviceError, InputError
+from .link import Conversation
 
 __all__ = ["SelftestReport", "Step", "project_files", "reference_model", "render_project",
            "run_selftest", "exercise", "default_project_dir", "MODEL_SHA256"]
@@ -199,35 +200,11 @@ def exercise(link, board: Board, *, echo_frames: int = ECHO_FRAMES, seed: int = 
     return steps
 
 
-class _Conversation:
-    """Protocol events from a link, with timeouts that name what was awaited."""
-
-    def __init__(self, link):
-        self.link = link
-        self.decoder = protocol.Decoder()
-        self.pending: list = []
-        self.log_lines: list[str] = []
-
-    def send(self, line: bytes) -> None:
-        self.link.write(line)
-
+class _Conversation(Conversation):
     def next_message(self, what: str, timeout: float = ANSWER_TIMEOUT_S):
-        """The next protocol message (device log lines are kept aside); DeviceError on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while self.pending:
-                event = self.pending.pop(0)
-                if isinstance(event, protocol.DeviceLog):
-                    self.log_lines.append(event.text)
-                    continue
-                return event
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeviceError(f"no answer from the self-test firmware within {timeout:g} s "
-                                  f"(waiting for {what})",
-                                  details="\n".join(self.log_lines[-10:]) or None,
-                                  hint="the firmware may be stuck; see docs/emulator.md")
-            self.pending += self.decoder.feed(self.link.read_available(min(remaining, 1.0)))
+        """The next protocol message (device log lines are skipped); DeviceError on timeout."""
+        return self.wait_for(lambda e: not isinstance(e, protocol.DeviceLog), timeout=timeout,
+                             what=what)
 
 
 def _check_boot(talk: _Conversation, board: Board, started_at: float | None):

@@ -30,6 +30,10 @@ def register(subparsers, parents) -> None:
     parser.add_argument("--tflm", type=Path,
                         help="local TFLM library tree instead of the pinned dependency "
                              "(or set TINYFORGE_TFLM)")
+    parser.add_argument("--arena", choices=("auto", "host", "device"), default="auto",
+                        help="where the arena size is measured: on the emulated Cortex-M4 "
+                             "when it can be built (auto, the default), always on the host, "
+                             "or required on the device (docs/arena.md)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="stop after rendering and checks")
     parser.add_argument("--force", action="store_true",
@@ -47,7 +51,7 @@ def run(args) -> int:
         board=args.board, model=args.model, calibration=args.calibration,
         labels=args.labels, demo_input=args.demo_input, quantize=args.quantize,
         project_dir=args.project_dir, tflm=args.tflm, compile=args.compile,
-        force=args.force, overwrite=args.overwrite)
+        force=args.force, overwrite=args.overwrite, arena=args.arena)
     result = build.build(options)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))

@@ -16,6 +16,10 @@ def register(subparsers, parents) -> None:
     parser.add_argument("--board", default="nano33ble", help="board id (see `tinyforge boards`)")
     parser.add_argument("--tflm", type=Path,
                         help="local TFLM library tree (its resolver header is used)")
+    parser.add_argument("--arena", choices=("auto", "host", "device"), default="auto",
+                        help="measure the arena on the emulated Cortex-M4 when a TFLM tree is "
+                             "given and it can be built (auto), only on the host, or require "
+                             "the device measurement")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)
 
@@ -23,7 +27,7 @@ def register(subparsers, parents) -> None:
 def run(args) -> int:
     from ..inspection import inspect_model, summary_lines
 
-    report = inspect_model(args.model, board_id=args.board, tflm=args.tflm)
+    report = inspect_model(args.model, board_id=args.board, tflm=args.tflm, arena=args.arena)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

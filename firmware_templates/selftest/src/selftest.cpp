@@ -8,6 +8,8 @@
 //   TIME       with TIME us=<BoardMicros()>, so the host can check the clock's rate;
 //   IN         with RES computed by the "model" below, or ERR BAD_LENGTH;
 //   other types with ERR UNKNOWN_TYPE, and bad lines with ERR (BAD_CRC, LINE_TOO_LONG, ...).
+// Like a model firmware with a demo input, it also sends a RES (src=demo) for a built-in
+// input every 3 s until the host sends anything but HELLO, so a monitor has results to show.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +28,15 @@ const int32_t kOutputDims[] = {1, kOutputCount};
 
 int8_t g_input[kInputCount];
 int8_t g_output[kOutputCount];
+
+// The demo input and its schedule: the first one 3 s after boot, long after a host that
+// talks to the firmware (tinyforge selftest, validate) has sent its first request.
+constexpr uint32_t kDemoIntervalUs = 3000000;
+const int8_t kDemoInput[kInputCount] = {10, -20, 30, -40, 50, -60, 70, -80,
+                                        5, 15, -25, 35, -45, 55, -65, 75};
+bool g_host_active = false;
+uint32_t g_demo_seq = 0;
+uint32_t g_last_demo_us = 0;
 
 char g_line[kMaxLineLength + 1];
 tfproto::LineParser g_parser(g_line, sizeof(g_line));
@@ -65,6 +76,16 @@ void RunModel() {
   }
 }
 
+void RunDemo() {
+  for (int i = 0; i < kInputCount; ++i) g_input[i] = kDemoInput[i];
+  const uint32_t start = BoardMicros();
+  RunModel();
+  const uint32_t micros = BoardMicros() - start;
+  const tfproto::TensorView outputs[] = {OutputView()};
+  tfproto::WriteResult(BoardSerialWrite, g_demo_seq++, "demo", micros, outputs, 1);
+  g_last_demo_us = BoardMicros();
+}
+
 void AnswerInput() {
   const tfproto::InputBuffer buffers[] = {{g_input, sizeof(g_input)}};
   uint32_t seq;
@@ -93,6 +114,7 @@ bool Is(const char* type, const char* expected) {
 
 void Dispatch() {
   const char* type = g_parser.type();
+  if (!Is(type, "HELLO")) g_host_active = true;
   if (Is(type, "HELLO")) {
     SendBoot();
   } else if (Is(type, "ECHO")) {
@@ -111,6 +133,7 @@ void Dispatch() {
 void setup() {
   BoardSerialBegin(kBaud);
   SendBoot();
+  g_last_demo_us = BoardMicros();
 }
 
 void loop() {
@@ -128,4 +151,5 @@ void loop() {
         break;
     }
   }
+  if (!g_host_active && BoardMicros() - g_last_demo_us >= kDemoIntervalUs) RunDemo();
 }
