@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, TinyforgeError
+from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TinyforgeError
 
 # Order is the order of `tinyforge --help`.
-COMMANDS = ("build", "inspect", "boards", "doctor", "setup", "selftest")
+COMMANDS = ("build", "inspect", "boards", "doctor", "setup", "flash", "monitor", "validate",
+            "selftest")
 
 log = logging.getLogger("tinyforge")
 
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.verbose = args.verbose or args.global_verbose
     args.quiet = args.quiet or args.global_quiet
+    # A `kill` (SIGTERM) unwinds like Ctrl-C does, so QEMU and open ports are released.
+    signal.signal(signal.SIGTERM, _terminate)
     _configure_logging(args)
     try:
         return args.run(args)
@@ -75,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         # `tinyforge ... --json | head` closed the pipe; not our failure.
         sys.stderr.close()
         return 0
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(EXIT_TERMINATED)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from . import protocol
 from .errors import DeviceError
+from .device_link import LinkSource
 from .link import Conversation
 
 log = logging.getLogger("tinyforge.monitor")
@@ -49,23 +50,6 @@ class MonitorSummary:
     corrupt: int = 0
     reconnects: int = 0
     seconds: float = 0.0
-
-
-class LinkSource:
-    """Opens the link to the device; `reopen()` waits for a vanished board to come back."""
-
-    def open(self):
-        raise NotImplementedError
-
-    def reopen(self, deadline: float):
-        """A new link once the device is back, or None at `deadline`. Default: never."""
-        return None
-
-    def close(self, link) -> None:
-        try:
-            link.close()
-        except Exception:  # noqa: BLE001 - closing a vanished port may fail in many ways
-            pass
 
 
 def run(source: LinkSource, options: MonitorOptions, out: TextIO = sys.stdout) -> MonitorSummary:

@@ -245,3 +245,44 @@ def check(report: ValidationReport) -> None:
             hint="CMSIS-NN kernels may differ from TFLM's reference kernels by 1 LSB on some "
                  "outputs; pass --max-lsb 1 if that is acceptable for your application")
 
+
+
+def validate_last_build(*, project_dir: Path | None = None, board_id: str | None = None,
+                        port: str | None = None, data: Path | None = None,
+                        random_count: int | None = None, seed: int = 0, max_lsb: int = 0,
+                        max_abs: float = DEFAULT_MAX_ABS_FLOAT, ask=None) -> ValidationReport:
+    """Validate the firmware of the last build (a board, or QEMU for emulated boards)."""
+    from . import last_build
+    from .device_link import source_for
+
+    build = last_build.find(project_dir, board_id)
+    source = source_for(build.board, build.elf, port, ask=ask)
+    link = source.open()
+    try:
+        conversation = Conversation(link)
+        boot = wait_for_boot(conversation)
+        reference = _reference_for(boot, build)
+        spec = boot.inputs[0]
+        if data is not None:
+            samples = samples_from_file(data, spec)
+        else:
+            samples = random_samples(spec, random_count or DEFAULT_RANDOM_SAMPLES, seed)
+        log.info("validating %d inputs against %s", len(samples), reference.name)
+        return run(conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs)
+    finally:
+        source.close(link)
+
+
+def _reference_for(boot: protocol.Boot, build) -> Reference:
+    from .selftest import MODEL_SHA256 as SELFTEST_SHA256
+
+    if boot.model_sha256 == SELFTEST_SHA256:
+        return SelftestReference()
+    if build.model_sha256 != boot.model_sha256:
+        raise DeviceError(
+            f"the board runs another model (sha256 {boot.model_sha256[:12]}…) than the last "
+            f"build ({(build.model_sha256 or '?')[:12]}…); its results cannot be compared",
+            hint="flash the last build first: `tinyforge flash`")
+    from .model.reader import read_model_file
+    model, info = read_model_file(build.model_path)
+    return ModelReference(model, build.manifest["model"]["name"], len(info.outputs))

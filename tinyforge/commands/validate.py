@@ -1,0 +1,47 @@
+"""`tinyforge validate`: does the board compute what the model computes on the PC?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._device import add_target_options, port_chooser
+
+
+def register(subparsers, parents) -> None:
+    parser = subparsers.add_parser(
+        "validate", parents=parents, help="compare the board's outputs with the host's",
+        description="Send input vectors to the firmware over serial, run the same inputs "
+                    "through the host TFLM runtime, and compare: exact matches, difference in "
+                    "LSB and after dequantization, top-1 agreement, on-device latency. Exits 3 "
+                    "when the difference exceeds the tolerance.")
+    add_target_options(parser)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", type=Path,
+                        help=".npy/.npz inputs ([N, *input_shape]; floats are quantized), e.g. "
+                             "the calibration set")
+    source.add_argument("--random", type=int, metavar="N",
+                        help="N random inputs over the input's quantized range (default 32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    parser.add_argument("--max-lsb", type=int, default=0,
+                        help="largest allowed difference for integer outputs (default 0)")
+    parser.add_argument("--max-abs", type=float, default=None,
+                        help="largest allowed difference for float outputs (default 1e-4)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .. import validate
+
+    report = validate.validate_last_build(
+        project_dir=args.project_dir, board_id=args.board, port=args.port, data=args.data,
+        random_count=args.random, seed=args.seed, max_lsb=args.max_lsb,
+        max_abs=args.max_abs if args.max_abs is not None else validate.DEFAULT_MAX_ABS_FLOAT,
+        ask=port_chooser())
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    validate.check(report)
+    return 0
