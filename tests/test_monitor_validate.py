@@ -78,7 +78,8 @@ def test_monitor_count_not_reached_is_a_device_error(tinyforge, selftest_project
     assert "only 0 of 50 results" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_monitor_ctrl_c_exits_130_and_leaves_no_qemu(selftest_project, cli_env):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_monitor_stopped_by_a_signal_leaves_no_qemu(selftest_project, cli_env, sig, code):
     before = _qemu_processes()
     child = subprocess.Popen([sys.executable, "-m", "tinyforge", "monitor", "--project-dir",
                               str(selftest_project)], env=cli_env, stdout=subprocess.PIPE,
@@ -87,9 +88,9 @@ def test_monitor_ctrl_c_exits_130_and_leaves_no_qemu(selftest_project, cli_env):
     while not (_qemu_processes() - before) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(sig)
     _, err = child.communicate(timeout=30)
-    assert child.returncode == 130, err
+    assert child.returncode == code, err
     assert "Traceback" not in err
     time.sleep(0.5)
     assert not (_qemu_processes() - before), "QEMU outlived the monitor"

@@ -173,6 +173,11 @@ def _check_writable(root: Path) -> None:
                            hint="choose a writable --project-dir or fix its permissions")
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write one file atomically (for commands that write a single output)."""
+    _atomic_write(Path(path), text.encode("utf-8"))
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
