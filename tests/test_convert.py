@@ -35,6 +35,14 @@ def _int8(models, name, tmp_path, **kwargs):
 
 
 @pytest.mark.slow
+def test_dense_layers_can_be_quantized_per_tensor_for_older_tflm(models, tmp_path):
+    default = _int8(models, "fixed.keras", tmp_path / "a")
+    per_tensor = _int8(models, "fixed.keras", tmp_path / "b", per_channel_dense=False)
+    assert read_model_file(default.output)[1].per_channel_fc_weights  # TensorFlow's default
+    assert read_model_file(per_tensor.output)[1].per_channel_fc_weights == []
+
+
+@pytest.mark.slow
 def test_keras_to_int8_with_int8_input_and_output(models, tmp_path):
     lines = []
     result = _int8(models, "fixed.keras", tmp_path, on_line=lines.append)

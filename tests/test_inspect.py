@@ -18,7 +18,8 @@ def test_inspect_json_contract_for_a_runnable_int8_model(tinyforge, models):
     assert report["ops"] == ["CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE", "SOFTMAX"]
     assert report["model_bytes"] == (models / "conv_int8.tflite").stat().st_size
     assert len(report["sha256"]) == 64
-    assert report["unsupported_ops"] == [] and report["fits"] is True
+    assert report["unsupported_ops"] == [] and report["unsupported_features"] == []
+    assert report["fits"] is True
     assert isinstance(report["arena_bytes"], int) and report["arena_bytes"] % 16 == 0
     assert report["arena"]["source"] == "host"
     assert report["arena"]["host"]["minimum_bytes"] <= report["arena_bytes"]
@@ -45,6 +46,13 @@ def test_inspect_shows_tflms_own_words_for_an_unsupported_type(tinyforge, models
     assert report["unsupported_ops"] == []
     assert "DEQUANTIZE" in report["host_run"]["error"]
     assert report["fits"] is False
+
+
+def test_inspect_flags_per_channel_dense_weights_as_wrong_on_the_boards_tflm(tinyforge, models):
+    report = _inspect(tinyforge, models / "dense_per_channel_int8.tflite")
+    assert report["unsupported_ops"] == []
+    assert report["unsupported_features"][0].startswith("per-channel quantized FULLY_CONNECTED")
+    assert report["host_run"]["ok"] is True and report["fits"] is False
 
 
 def test_inspect_reports_a_misfit(tinyforge, models):

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import boards, checks, firmware, pio, render, resources
 from .errors import CalibrationError, InputError, ModelFileError
-from .model import fit, host_runtime, reader
+from .model import compat, fit, host_runtime, reader
 from .tflm_source import resolve_tflm_source
 
 log = logging.getLogger("tinyforge.build")
@@ -75,7 +75,7 @@ def build(options: BuildOptions) -> BuildResult:
     source = options.model or resources.example_dir() / EXAMPLE_MODEL
     labels_path, labels = _labels(options)
     with tempfile.TemporaryDirectory(prefix="tinyforge-") as workdir:
-        data, conversion = _tflite_bytes(source, options, Path(workdir))
+        data, conversion = _tflite_bytes(source, options, board, Path(workdir))
     prepared = checks.prepare(data, source.name, board, quantize=options.quantize,
                        tflm_root=tflm_root, strict=True, force=options.force)
     prepared.conversion = conversion
@@ -120,7 +120,8 @@ def _device_arena(prepared: checks.PreparedModel, board: boards.Board, tflm_root
         fit.check(prepared.fit, board, prepared.info.name)
 
 
-def _tflite_bytes(source: Path, options: BuildOptions, workdir: Path) -> tuple[bytes, dict | None]:
+def _tflite_bytes(source: Path, options: BuildOptions, board: boards.Board,
+                  workdir: Path) -> tuple[bytes, dict | None]:
     """The .tflite to build: read as is, or converted from Keras/SavedModel (with a report of
     the int8 model's accuracy against the float model on the calibration samples)."""
     if not source.exists():
@@ -132,7 +133,8 @@ def _tflite_bytes(source: Path, options: BuildOptions, workdir: Path) -> tuple[b
     from .model import accuracy, convert
 
     result = convert.convert(source, calibration=options.calibration, quantize=options.quantize,
-                             output=workdir / "model.tflite")
+                             output=workdir / "model.tflite",
+                             per_channel_dense=compat.per_channel_fc_supported(board))
     data = result.output.read_bytes()
     report = result.to_json()
     report["summary"] = [f"{result.source_kind} -> {result.quantize} .tflite "

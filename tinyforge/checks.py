@@ -30,6 +30,7 @@ class PreparedModel:
     resolver: ResolverTable
     ops: list[ResolvedOp]
     unsupported_ops: list[str]
+    unsupported_features: list[str]
     arena: ArenaPlan | None = None
     fit: fit.FitReport | None = None
     host_error: str | None = None
@@ -48,8 +49,10 @@ def prepare(data: bytes, name: str, board: boards.Board, *, quantize: str = "int
     ops, unsupported = compat.resolve_ops(info, table)
     if strict:
         compat.check_ops(info, table, board.id)
+        compat.check_features(info, board)
         compat.check_io_types(info, quantize)
-    prepared = PreparedModel(data, info, table, ops, unsupported)
+    prepared = PreparedModel(data, info, table, ops, unsupported,
+                             compat.unsupported_features(info, board))
     try:
         host_runtime.dry_run(data, name)
     except InputError as error:

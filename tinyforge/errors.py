@@ -57,6 +57,10 @@ class UnsupportedOpsError(InputError):
         self.ops = ops
 
 
+class UnsupportedFeatureError(InputError):
+    """The model uses a feature the board's TFLM version would compute wrongly."""
+
+
 class HostRuntimeError(InputError):
     """The host TFLM runtime could not run the model (unsupported type, bad graph, ...)."""
 

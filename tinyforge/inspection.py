@@ -38,11 +38,13 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
         "tflm": f"{prepared.resolver.library} {prepared.resolver.version}",
         "resolver_methods": {op.name: op.method for op in prepared.ops},
         "unsupported_ops": prepared.unsupported_ops,
+        "unsupported_features": prepared.unsupported_features,
         "host_run": {"ok": prepared.host_error is None, "error": prepared.host_error},
         "arena_bytes": prepared.arena.arena_bytes if prepared.arena else None,
         "arena": prepared.arena.to_json() if prepared.arena else None,
         "fit": prepared.fit.to_json() if prepared.fit else None,
-        "fits": bool(prepared.fit and prepared.fit.fits and not prepared.unsupported_ops),
+        "fits": bool(prepared.fit and prepared.fit.fits and not prepared.unsupported_ops
+                     and not prepared.unsupported_features),
     })
     return report
 
@@ -65,6 +67,8 @@ def summary_lines(report: dict) -> list[str]:
     lines.append(board)
     if report["unsupported_ops"]:
         lines.append(f"UNSUPPORTED by {report['tflm']}: {', '.join(report['unsupported_ops'])}")
+    for feature in report["unsupported_features"]:
+        lines.append(f"WRONG on {report['tflm']}: {feature}")
     if not report["host_run"]["ok"]:
         lines.append("host TFLM  FAILED:")
         lines.extend(f"  {line}" for line in report["host_run"]["error"].splitlines())

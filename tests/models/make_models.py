@@ -23,9 +23,12 @@ def save(name, data):
         handle.write(data)
 
 
-def int8(model, samples):
+def int8(model, samples, *, per_channel_dense=False):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # Per-tensor dense weights, as tinyforge converts for the boards' TFLM (see compat.py).
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = (
+        not per_channel_dense)
     converter.representative_dataset = lambda: ([s[None]] for s in samples)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
@@ -58,6 +61,8 @@ def dense_model():
     model = keras.Sequential([keras.Input((10,), batch_size=1), keras.layers.Dense(8, "relu"),
                               keras.layers.Dense(2)])
     save("dense_int8.tflite", int8(model, x))
+    # TensorFlow's default: dense weights quantized per output channel.
+    save("dense_per_channel_int8.tflite", int8(model, x, per_channel_dense=True))
 
 
 def unsupported_ops_model():

@@ -80,7 +80,8 @@ def _convert(request: dict, work: Path) -> dict:
         if request.get("calibration"):
             samples = _calibration_samples(Path(request["calibration"]), fixed.input_shape)
         converted_at = time.monotonic()
-        model = _run_converter(tf, fixed.directory, quantize, samples, source)
+        model = _run_converter(tf, fixed.directory, quantize, samples, source,
+                               per_channel_dense=request.get("per_channel_dense", True))
         convert_seconds = time.monotonic() - converted_at
         (work / "model.tflite").write_bytes(model)
         if samples is not None:
@@ -242,11 +243,16 @@ def _float_dtype(dtype: str, source: Path) -> str:
     return dtype
 
 
-def _run_converter(tf, directory: Path, quantize: str, samples, source: Path) -> bytes:
+def _run_converter(tf, directory: Path, quantize: str, samples, source: Path, *,
+                   per_channel_dense: bool = True) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(directory),
                                                          signature_keys=[SERVING_KEY])
     if quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        # TensorFlow quantizes dense (FULLY_CONNECTED) weights per channel; TFLM versions
+        # before per-channel FC support use only the first scale and compute wrong results.
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = (
+            not per_channel_dense)
         converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8

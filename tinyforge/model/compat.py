@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ModelTypeError, UnsupportedOpsError
+from ..boards import Board
+from ..errors import ModelTypeError, UnsupportedFeatureError, UnsupportedOpsError
 from ..resolver import ResolverTable
 from .reader import ModelInfo
 
@@ -67,3 +68,33 @@ def check_io_types(info: ModelInfo, quantize: str) -> None:
     raise ModelTypeError(f"{info.name} has tensor types the firmware cannot feed: "
                          + "; ".join(wrong),
                          hint="inputs and outputs must be int8 or float32")
+
+
+def per_channel_fc_supported(board: Board) -> bool:
+    """Whether the board's TFLM applies per-channel scales in FULLY_CONNECTED."""
+    return board.tflm.get("per_channel_fully_connected", True)
+
+
+def unsupported_features(info: ModelInfo, board: Board) -> list[str]:
+    """Model features the board's TFLM would compute wrongly without any error."""
+    features = []
+    weights = info.per_channel_fc_weights
+    if weights and not per_channel_fc_supported(board):
+        features.append(f"per-channel quantized FULLY_CONNECTED weights ({len(weights)} "
+                        f"tensor(s), e.g. '{weights[0]}')")
+    return features
+
+
+def check_features(info: ModelInfo, board: Board) -> None:
+    features = unsupported_features(info, board)
+    if features:
+        raise UnsupportedFeatureError(
+            f"{info.name} uses what {board.tflm['library']} {board.tflm['version']} (board "
+            f"'{board.id}') silently computes wrong: it applies only the first scale of "
+            "per-channel FULLY_CONNECTED weights",
+            details="\n".join(f"  - {f}" for f in features),
+            hint="let tinyforge convert the Keras/SavedModel model for this board (it "
+                 "quantizes dense layers per tensor): tinyforge build --model MODEL.keras "
+                 "--calibration SAMPLES; or with your own converter set "
+                 "converter._experimental_disable_per_channel_quantization_for_dense_layers = "
+                 "True")

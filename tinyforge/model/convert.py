@@ -115,8 +115,12 @@ def source_kind(source: Path) -> str:
 
 def convert(source: Path, *, calibration: Path | None, quantize: str = "int8", output: Path,
             on_line: Callable[[str], None] | None = None,
-            timeout: float = CONVERSION_TIMEOUT_S) -> ConversionResult:
+            timeout: float = CONVERSION_TIMEOUT_S,
+            per_channel_dense: bool = True) -> ConversionResult:
     """Convert `source` to a TFLite model written (atomically) to `output`.
+
+    `per_channel_dense=False` quantizes FULLY_CONNECTED weights per tensor, for TFLM versions
+    that only apply a single scale to them (board profile `tflm.per_channel_fully_connected`).
 
     `on_line` receives every line TensorFlow prints in the child (they also go to the
     debug log). int8 requires `calibration`; with float32 it is optional and only feeds the
@@ -141,7 +145,8 @@ def convert(source: Path, *, calibration: Path | None, quantize: str = "int8", o
         # Paths go to the child as the user gave them (it runs in the same directory), so
         # its messages name them the same way.
         completed = _run_child(work, source=source, kind=kind, quantize=quantize,
-                               calibration=calibration, on_line=on_line, timeout=timeout)
+                               calibration=calibration, on_line=on_line, timeout=timeout,
+                               per_channel_dense=per_channel_dense)
         facts = _outcome(work, completed, source)
         data = (work / "model.tflite").read_bytes()
         reference_path = work / "reference.npz"
@@ -162,10 +167,12 @@ def convert(source: Path, *, calibration: Path | None, quantize: str = "int8", o
 
 
 def _run_child(work: Path, *, source: Path, kind: str, quantize: str,
-               calibration: Path | None, on_line, timeout: float) -> proc.Completed:
+               calibration: Path | None, on_line, timeout: float,
+               per_channel_dense: bool) -> proc.Completed:
     request = work / "request.json"
     request.write_text(json.dumps({
         "source": str(source), "kind": kind, "quantize": quantize,
+        "per_channel_dense": per_channel_dense,
         "calibration": str(calibration) if calibration else None, "work_dir": str(work)}))
 
     def relay(line: str) -> None:

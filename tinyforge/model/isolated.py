@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 # A probe that takes longer than this is treated as hung.
 DEFAULT_TIMEOUT_S = 60.0
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @dataclass
@@ -49,10 +50,18 @@ def call_isolated(fn: Callable[..., Any], *args: Any,
     """Call `fn(*args)` in a forked child and return its result, exception text or crash."""
     read_fd, write_fd = os.pipe()
     with tempfile.TemporaryFile() as captured:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            os.close(read_fd)
-            _child(fn, args, write_fd, captured.fileno())
+        # Ctrl-C and SIGTERM stay blocked across the fork: a signal arriving mid-fork would
+        # otherwise be handled in the child too (failing the probe) or lost in fork hooks.
+        # The child keeps them blocked (the parent kills it if needed); the parent gets any
+        # pending signal as soon as it unblocks them, at a clean point.
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                os.close(read_fd)
+                _child(fn, args, write_fd, captured.fileno())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         os.close(write_fd)
         try:
             payload, timed_out = _read_all(read_fd, time.monotonic() + timeout)
@@ -83,7 +92,6 @@ def _child(fn, args, write_fd: int, capture_fd: int) -> None:  # pragma: no cove
         # Native code writes diagnostics to fds 1 and 2; keep them off the user's terminal.
         os.dup2(capture_fd, 1)
         os.dup2(capture_fd, 2)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
         try:
             payload = pickle.dumps(("ok", fn(*args)))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent as text

@@ -116,6 +116,8 @@ class ModelInfo:
     ops: list[OpInfo]  # one entry per distinct (name, custom) pair, sorted by name
     subgraphs: list[SubgraphInfo]
     operator_counts: dict[str, int]  # how many operators of each op the graph holds
+    # FULLY_CONNECTED weight tensors quantized per output channel (more than one scale).
+    per_channel_fc_weights: list[str] = field(default_factory=list)
 
     @property
     def resource_variables(self) -> int:
@@ -208,6 +210,7 @@ def _parse(data: bytes, name: str) -> ModelInfo:
     subgraphs = []
     used: dict[tuple[str, bool], int] = {}
     counts: dict[str, int] = {}
+    per_channel_fc: list[str] = []
     for sg_index in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(sg_index)
         for op_index in range(subgraph.OperatorsLength()):
@@ -217,6 +220,8 @@ def _parse(data: bytes, name: str) -> ModelInfo:
             op_name, custom, version = opcodes[code]
             used[(op_name, custom)] = max(version, used.get((op_name, custom), 0))
             counts[op_name] = counts.get(op_name, 0) + 1
+            if op_name == "FULLY_CONNECTED":
+                per_channel_fc += _per_channel_weights(subgraph, subgraph.Operators(op_index))
         subgraphs.append(_subgraph(subgraph, sg_index))
     if not subgraphs:
         raise ValueError("model has no subgraphs")
@@ -224,7 +229,19 @@ def _parse(data: bytes, name: str) -> ModelInfo:
     return ModelInfo(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                      schema_version=model.Version(),
                      description=(model.Description() or b"").decode("utf-8", "replace"),
-                     ops=ops, subgraphs=subgraphs, operator_counts=dict(sorted(counts.items())))
+                     ops=ops, subgraphs=subgraphs, operator_counts=dict(sorted(counts.items())),
+                     per_channel_fc_weights=sorted(set(per_channel_fc)))
+
+
+def _per_channel_weights(subgraph, operator) -> list[str]:
+    """The weights tensor (input 1) of an operator, if it is quantized per channel."""
+    if operator.InputsLength() < 2 or operator.Inputs(1) < 0:
+        return []
+    weights = subgraph.Tensors(operator.Inputs(1))
+    quantization = weights.Quantization()
+    if quantization is not None and quantization.ScaleLength() > 1:
+        return [(weights.Name() or b"").decode("utf-8", "replace")]
+    return []
 
 
 def _opcode(code) -> tuple[str, bool, int]:

@@ -7,6 +7,8 @@
 
 #include <string.h>
 
+#include <new>
+
 #include "board_runtime.h"
 #include "model_data.h"
 #include "model_settings.h"
@@ -20,10 +22,18 @@ namespace {
 // Aligned to 16 bytes for the CMSIS-NN kernels.
 alignas(16) uint8_t tensor_arena[kTensorArenaSize];
 
+// The interpreter lives in static storage rather than as a static local so
+// that a PROBE request can rebuild it on a smaller part of the arena: that is
+// how tinyforge measures the smallest arena on the device (docs/arena.md).
+alignas(tflite::MicroInterpreter) uint8_t
+    interpreter_storage[sizeof(tflite::MicroInterpreter)];
+tflite::MicroInterpreter* interpreter = nullptr;
+const tflite::Model* model = nullptr;
+OpResolver resolver;
+
 char line_buffer[kMaxLineLength];
 tfproto::LineParser parser(line_buffer, sizeof(line_buffer));
 
-tflite::MicroInterpreter* interpreter = nullptr;
 tfproto::TensorView input_views[kInputCount];
 tfproto::TensorView output_views[kOutputCount];
 tfproto::InputBuffer input_buffers[kInputCount];
@@ -104,39 +114,56 @@ void SendBootAndStatus() {
   }
 }
 
-// Everything setup() needs before the first inference; false after recording
-// the first failure.
-bool StartInterpreter() {
-  const tflite::Model* model = tflite::GetModel(g_model);
-  if (model->version() != TFLITE_SCHEMA_VERSION) {
-    return FailStartup(tfproto::kErrSchemaVersion, kTfLiteError,
-                       "model schema version differs from this TFLM's");
+// Builds the interpreter on the first `arena_size` bytes of the arena and
+// allocates its tensors.
+TfLiteStatus CreateInterpreter(size_t arena_size) {
+  if (interpreter != nullptr) {
+    interpreter->~MicroInterpreter();
+    interpreter = nullptr;
   }
-  static OpResolver resolver;
-  const char* failed_op = "";
-  if (RegisterOps(resolver, &failed_op) != kTfLiteOk) {
-    return FailStartup(tfproto::kErrOpResolver, kTfLiteError, failed_op);
-  }
-  static tflite::MicroInterpreter static_interpreter(model, resolver, tensor_arena,
-                                                     kTensorArenaSize);
-  interpreter = &static_interpreter;
-  const TfLiteStatus allocate_status = interpreter->AllocateTensors();
-  if (allocate_status != kTfLiteOk) {
-    return FailStartup(tfproto::kErrAllocateFailed, allocate_status,
-                       "AllocateTensors() failed: arena too small or op missing");
-  }
-  arena_used_bytes = interpreter->arena_used_bytes();
+  interpreter = new (interpreter_storage)
+      tflite::MicroInterpreter(model, resolver, tensor_arena, arena_size);
+  return interpreter->AllocateTensors();
+}
+
+// Points the protocol's views and input buffers at the interpreter's tensors.
+// Returns the name of a tensor that is not what tinyforge checked, or nullptr.
+const char* DescribeTensors() {
   for (int i = 0; i < kInputCount; ++i) {
     if (!DescribeTensor(interpreter->input(i), kInputSettings[i], &input_views[i])) {
-      return FailStartup(tfproto::kErrInputType, kTfLiteError, kInputSettings[i].name);
+      return kInputSettings[i].name;
     }
     input_buffers[i].data = interpreter->input(i)->data.raw;
     input_buffers[i].size = kInputSettings[i].bytes;
   }
   for (int i = 0; i < kOutputCount; ++i) {
     if (!DescribeTensor(interpreter->output(i), kOutputSettings[i], &output_views[i])) {
-      return FailStartup(tfproto::kErrInputType, kTfLiteError, kOutputSettings[i].name);
+      return kOutputSettings[i].name;
     }
+  }
+  return nullptr;
+}
+
+// Everything setup() needs before the first inference; false after recording
+// the first failure.
+bool StartInterpreter() {
+  model = tflite::GetModel(g_model);
+  if (model->version() != TFLITE_SCHEMA_VERSION) {
+    return FailStartup(tfproto::kErrSchemaVersion, kTfLiteError,
+                       "model schema version differs from this TFLM's");
+  }
+  const char* failed_op = "";
+  if (RegisterOps(resolver, &failed_op) != kTfLiteOk) {
+    return FailStartup(tfproto::kErrOpResolver, kTfLiteError, failed_op);
+  }
+  const TfLiteStatus allocate_status = CreateInterpreter(kTensorArenaSize);
+  if (allocate_status != kTfLiteOk) {
+    return FailStartup(tfproto::kErrAllocateFailed, allocate_status,
+                       "AllocateTensors() failed: arena too small or op missing");
+  }
+  arena_used_bytes = interpreter->arena_used_bytes();
+  if (const char* unexpected = DescribeTensors()) {
+    return FailStartup(tfproto::kErrInputType, kTfLiteError, unexpected);
   }
   return true;
 }
@@ -162,6 +189,30 @@ void RunDemoInput() {
   RunInference(demo_seq++, "demo");
 }
 
+// PROBE arena=N: does the model allocate and invoke with only N bytes of
+// arena? Answers ARENA size=N used=U status=ok|error. The interpreter then
+// keeps the probed size; PROBE with the configured size restores it.
+void AnswerProbe() {
+  const char* value = nullptr;
+  size_t length = 0;
+  uint32_t size = 0;
+  if (!ready || !parser.Find("arena", &value, &length) ||
+      !tfproto::ParseUInt(value, length, &size) || size > kTensorArenaSize) {
+    tfproto::WriteError(Write, tfproto::RequestSeq(parser), tfproto::kErrBadMessage, 0,
+                        "PROBE needs arena=N with N at most the configured arena");
+    return;
+  }
+  bool ok = CreateInterpreter(size) == kTfLiteOk;
+  const uint32_t used = ok ? interpreter->arena_used_bytes() : 0;
+  ok = ok && DescribeTensors() == nullptr && interpreter->Invoke() == kTfLiteOk;
+  tfproto::MessageWriter writer(Write);
+  writer.Begin("ARENA");
+  writer.UInt("size", size);
+  writer.UInt("used", used);
+  writer.Text("status", ok ? "ok" : "error");
+  writer.End();
+}
+
 void HandleMessage() {
   const char* type = parser.type();
   if (strcmp(type, "HELLO") == 0) {
@@ -178,6 +229,9 @@ void HandleMessage() {
     }
   } else if (strcmp(type, "ECHO") == 0) {
     tfproto::AnswerEcho(Write, parser);
+  } else if (strcmp(type, "PROBE") == 0) {
+    host_sent_input = true;  // the demo would run on a probed interpreter
+    AnswerProbe();
   } else {
     Fail(tfproto::kErrUnknownType, kTfLiteOk, type);
   }

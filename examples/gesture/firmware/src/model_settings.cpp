@@ -16,7 +16,7 @@ const char* const kLabels[kLabelCount] = {
     "circle",
 };
 
-const char kModelSha256[] = "96c3503e0eb96a2571309282970c748fad920eb053aa6da41d299a7b2035d1d6";
+const char kModelSha256[] = "a1b25770c4c8551f267d6bdc4d14d2117729f0b90667b99328a649e763655910";
 const char kBoardId[] = "nano33ble";
 const char kFirmwareVersion[] = "0.1.0";
 
