@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from tinyforge import __version__, boards, emulator, pio, protocol, selftest
 from tinyforge.commands import selftest as selftest_command
-from tinyforge.errors import InputError
+from tinyforge.errors import PackageUnavailableError
 
 from qemu_support import block_network, require_emulator, seeded_core
 
@@ -62,9 +63,16 @@ def test_rendering_is_deterministic_and_complete(board, tmp_path):
     assert set(again.actions.values()) == {"identical"}
 
 
-def test_selftest_refuses_real_boards_for_now(tmp_path):
-    with pytest.raises(InputError, match="emulated boards"):
-        selftest.run_selftest(boards.load_board("nano33ble"), project_dir=tmp_path)
+def test_selftest_on_a_real_board_needs_its_packages_and_says_so_in_seconds(tmp_path, monkeypatch):
+    if pio.registry_reachable():
+        pytest.skip("PlatformIO's registry is reachable here: the build would download")
+    monkeypatch.setenv("PLATFORMIO_CORE_DIR", str(tmp_path / "empty-core"))
+    started = time.monotonic()
+    with pytest.raises(PackageUnavailableError) as caught:
+        selftest.run_selftest(boards.load_board("nano33ble"), project_dir=tmp_path / "p")
+    assert time.monotonic() - started < 30
+    assert "platforms/nordicnrf52" in caught.value.details
+    assert (tmp_path / "p" / "src" / "board_runtime_arduino.cpp").is_file()
 
 
 # --- the real thing --------------------------------------------------------------------------

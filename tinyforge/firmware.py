@@ -45,22 +45,28 @@ class FirmwareInputs:
 
 def project_files(inputs: FirmwareInputs) -> dict[str, bytes]:
     """Every file of the project, keyed by its path relative to the project root."""
+    files = render_tree(_PROJECT_TEMPLATES, _context(inputs), inputs.board)
+    files[".tinyforge/model.tflite"] = inputs.model
+    return files
+
+
+def render_tree(template_subdir: str, context: dict, board: Board) -> dict[str, bytes]:
+    """A firmware project: `firmware_templates/<template_subdir>` (`.j2` files rendered, the
+    rest copied) plus the common sources and the board's runtime layer in `src/`."""
+    env = jinja_environment()
+    root = resources.templates_dir()
     files: dict[str, bytes] = {}
-    env = _environment()
-    context = _context(inputs)
-    template_root = resources.templates_dir() / _PROJECT_TEMPLATES
-    for template_path in sorted(template_root.rglob("*")):
+    for template_path in sorted((root / template_subdir).rglob("*")):
         if not template_path.is_file():
             continue
-        relative = template_path.relative_to(template_root).as_posix()
+        relative = template_path.relative_to(root / template_subdir).as_posix()
         if relative.endswith(".j2"):
-            text = env.get_template(f"{_PROJECT_TEMPLATES}/{relative}").render(context)
+            text = env.get_template(f"{template_subdir}/{relative}").render(context)
             files[relative[:-3]] = text.encode("utf-8")
         else:
             files[relative] = template_path.read_bytes()
     files.update(_static_sources(_COMMON_SOURCES))
-    files.update(_static_sources(f"{_RUNTIME_LAYERS}/{inputs.board.runtime['layer']}"))
-    files[".tinyforge/model.tflite"] = inputs.model
+    files.update(_static_sources(f"{_RUNTIME_LAYERS}/{board.runtime['layer']}"))
     return files
 
 
@@ -137,7 +143,7 @@ def c_byte_array(data: bytes, indent: str = "    ") -> str:
     return "\n".join(lines)
 
 
-def _environment() -> jinja2.Environment:
+def jinja_environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True,

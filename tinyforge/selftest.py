@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, pio, pio_core, protocol, render, resources
+from . import __version__, pio, pio_core, protocol, render
 from .boards import Board
-from .errors import DeviceError, InputError
+from .errors import DeviceError
 from .link import Conversation
 
 __all__ = ["SelftestReport", "Step", "project_files", "reference_model", "render_project",
@@ -104,14 +104,7 @@ class SelftestReport:
 def project_files(board: Board) -> dict[str, bytes]:
     """Every file of the self-test project for `board`, keyed by relative path."""
     from . import firmware  # jinja2 and the template helpers, only when rendering
-    import jinja2
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
-        lstrip_blocks=True, autoescape=False)
-    env.filters["c_string"] = firmware.c_string
-    env.filters["c_comment"] = firmware.c_comment
     pio_options = board.platformio
     context = {
         "version": __version__, "board": board, "platform": firmware.platform_spec(board),
@@ -123,23 +116,7 @@ def project_files(board: Board) -> dict[str, bytes]:
         "output_scale": protocol.format_float(OUTPUT_SCALE),
         "output_zero_point": OUTPUT_ZERO_POINT,
     }
-    files: dict[str, bytes] = {}
-    root = resources.templates_dir()
-    for template in sorted((root / _TEMPLATES).rglob("*")):
-        if not template.is_file():
-            continue
-        relative = template.relative_to(root / _TEMPLATES).as_posix()
-        if relative.endswith(".j2"):
-            text = env.get_template(f"{_TEMPLATES}/{relative}").render(context)
-            files[relative[:-3]] = text.encode("utf-8")
-        else:
-            files[relative] = template.read_bytes()
-    layer = board.runtime["layer"]
-    for folder in ("common", f"runtime/{layer}"):
-        for source in sorted((root / folder).rglob("*")):
-            if source.is_file():
-                files[f"src/{source.relative_to(root / folder).as_posix()}"] = source.read_bytes()
-    return files
+    return firmware.render_tree(_TEMPLATES, context, board)
 
 
 def render_project(project_dir: Path, board: Board) -> render.RenderPlan:
@@ -154,33 +131,48 @@ def render_project(project_dir: Path, board: Board) -> render.RenderPlan:
 
 def run_selftest(board: Board, *, project_dir: Path | None = None,
                  core_dir: Path | None = None, echo_frames: int = ECHO_FRAMES, seed: int = 0,
+                 port: str | None = None, ask=None,
                  on_build_line: Callable[[str], None] | None = None) -> SelftestReport:
-    """Render, build, run and check the self-test firmware on `board` (emulated boards only)."""
-    if not board.emulated:
-        raise InputError(f"`tinyforge selftest` runs only on emulated boards for now, "
-                         f"not on '{board.id}'",
-                         hint="use --board qemu-m4; a real board needs the upload step of "
-                              "`tinyforge flash`, which the self-test does not drive yet")
+    """Render, build, run and check the self-test firmware on `board`.
+
+    Emulated boards run it in QEMU. A real board gets it uploaded like `tinyforge flash` does,
+    so the self-test also checks the cable, the port and the upload path without a model.
+    """
     project_dir = Path(project_dir or default_project_dir(board.id))
-    core = pio_core.core_dir(core_dir)
-    if not pio_core.is_ready(core):
-        log.info("preparing PlatformIO core dir %s (first run)", core)
-        pio_core.setup(core)
+    core = pio_core.core_dir(core_dir) if board.emulated else pio.core_dir_for(board)
     plan = render_project(project_dir, board)
     log.info("self-test project %s: %s", project_dir, plan.summary())
+    pio.check_packages(board, project_dir, core, local_tflm=True)
     report = pio.build(project_dir, board, core, on_line=on_build_line)
     log.info("built in %.1f s (%d files compiled): flash %s B, RAM %s B", report.seconds,
              report.compiled_files, report.flash_used, report.ram_used)
     if not report.firmware:
         raise DeviceError(f"the build produced no firmware in {project_dir}",
                           hint="run with --verbose to see PlatformIO's output")
-    from . import emulator  # pyserial only when running
+    if board.emulated:
+        from . import emulator  # pyserial only when running
 
-    with emulator.launch(report.firmware) as link:
-        steps = exercise(link, board, echo_frames=echo_frames, seed=seed,
-                         started_at=link.started_at)
+        with emulator.launch(report.firmware) as link:
+            steps = exercise(link, board, echo_frames=echo_frames, seed=seed,
+                             started_at=link.started_at)
+    else:
+        steps = _exercise_real_board(board, project_dir, port, ask, echo_frames, seed)
     return SelftestReport(board=board.id, project_dir=str(project_dir),
                           build=report.to_json(), steps=steps)
+
+
+def _exercise_real_board(board: Board, project_dir: Path, port: str | None, ask,
+                         echo_frames: int, seed: int) -> list[Step]:
+    from . import flash, last_build, serial_port
+
+    build = last_build.find(project_dir, board.id)
+    uploaded = flash.upload(build, port, ask=ask)
+    link = serial_port.open_port(uploaded.port, board.serial["baud"])
+    try:
+        link.write(protocol.encode_hello())  # its boot message went out before we opened
+        return exercise(link, board, echo_frames=echo_frames, seed=seed, started_at=None)
+    finally:
+        link.close()
 
 
 def exercise(link, board: Board, *, echo_frames: int = ECHO_FRAMES, seed: int = 0,

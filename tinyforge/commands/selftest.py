@@ -12,11 +12,12 @@ def register(subparsers, parents) -> None:
     parser = subparsers.add_parser(
         "selftest", parents=parents, help="check a board's runtime and serial link (no model)",
         description="Build the self-test firmware (no TFLM) for a board, run it (in QEMU for "
-                    "qemu-m4) and check its serial link: boot message, echo of checksummed "
+                    "qemu-m4; uploaded like `tinyforge flash` for a real board) and check its serial link: boot message, echo of checksummed "
                     "frames at full rate, error replies, the timer against the host's clock, "
                     "and IN/RES with a stand-in model. Exit status 0 when every check passes, "
                     "2 when one fails or the device misbehaves.")
     parser.add_argument("--board", default="qemu-m4", help="board id (default: qemu-m4)")
+    parser.add_argument("--port", help="a real board's serial port (default: found by USB id)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--core-dir", metavar="DIR",
                         help="tinyforge's PlatformIO core dir (default: $TINYFORGE_PIO_CORE_DIR "
@@ -33,12 +34,14 @@ def register(subparsers, parents) -> None:
 
 def run(args) -> int:
     from .. import boards, selftest
+    from ._device import port_chooser
     from ..errors import EXIT_DEVICE_ERROR, EXIT_OK
 
     board = boards.load_board(args.board)
     options = {"echo_frames": args.frames} if args.frames is not None else {}
     report = selftest.run_selftest(board, project_dir=args.project_dir, core_dir=args.core_dir,
-                                   seed=args.seed, on_build_line=log.debug, **options)
+                                   seed=args.seed, port=args.port, ask=port_chooser(),
+                                   on_build_line=log.debug, **options)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
