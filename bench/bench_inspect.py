@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import model_300k, report  # noqa: E402
+from _common import model_300k, report, time_command  # noqa: E402
 
 from tinyforge.model import arena, host_runtime, reader  # noqa: E402
 
@@ -23,6 +23,10 @@ def main() -> None:
     host_runtime.dry_run(data, model.name)
     report(f"inspect {len(data) // 1024} KB model (parse + dry run)",
            time.perf_counter() - started, target=0.5, extra=f"  {len(info.op_names)} ops")
+    median, _ = time_command([sys.executable, "-m", "tinyforge", "inspect", str(model),
+                              "--arena", "host", "--json"], runs=5)
+    report("tinyforge inspect --json (whole command)", median,
+           extra="  includes Python start-up and the host arena search")
     for path in (SINE, EXAMPLE, model):
         if not path.exists():
             continue

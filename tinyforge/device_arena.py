@@ -23,7 +23,8 @@ from . import boards, emulator, firmware, pio, pio_core, protocol, render
 from .checks import PreparedModel
 from .errors import DeviceError, DoesNotFitError, InputError, TinyforgeError
 from .link import Conversation
-from .model.arena import ALIGNMENT, ArenaMeasurement, ArenaPlan, align, plan_from_device
+from .model.arena import (ALIGNMENT, ArenaMeasurement, ArenaPlan, plan_from_device,
+                          smallest_fitting)
 
 log = logging.getLogger("tinyforge.device_arena")
 
@@ -143,32 +144,11 @@ class _ProbeSearch:
 
     def run(self) -> int:
         self._start()
-        used = align(self.reported)
-        if self.fits(used):
-            high, low = used, used // 2
-            while low > ALIGNMENT and self.fits(low):
-                high, low = low, low // 2
-        else:
-            low, high = used, self._grow(used)
-        while high - low > ALIGNMENT:
-            middle = align((low + high) // 2)
-            if middle >= high:
-                middle = high - ALIGNMENT
-            if self.fits(middle):
-                high = middle
-            else:
-                low = middle
-        return high
-
-    def _grow(self, start: int) -> int:
-        size = start
-        while True:
-            size = min(self.ceiling, align(size + max(256, size // 4)))
-            if self.fits(size):
-                return size
-            if size >= self.ceiling:
-                raise DeviceError("the measurement firmware ran at boot but no probe fits "
-                                  f"within {self.ceiling} B")
+        minimum = smallest_fitting(self.fits, start=self.reported, ceiling=self.ceiling)
+        if minimum is None:
+            raise DeviceError("the measurement firmware ran at boot but no probe fits within "
+                              f"{self.ceiling} B")
+        return minimum
 
     def fits(self, size: int) -> bool:
         self.probes += 1

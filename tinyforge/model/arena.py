@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 from ..errors import HostRuntimeError
 from . import host_runtime
@@ -110,50 +111,58 @@ def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
     if reported is None:
         host_runtime.dry_run(model, model_name)  # raises with TFLM's own explanation
         raise HostRuntimeError(f"the host TFLM runtime did not report an arena for {model_name}")
-    search = _Search(model)
-    fits_at = search.first_runnable_from(align(reported))
-    minimum = search.smallest_runnable(below=fits_at)
+    probes = 0
+
+    def runs(size: int) -> bool:
+        nonlocal probes
+        probes += 1
+        return host_runtime.probe(model, size).ok
+
+    ceiling = host_runtime.generous_arena(len(model))
+    minimum = smallest_fitting(runs, start=reported, ceiling=ceiling)
+    if minimum is None:
+        raise HostRuntimeError(
+            f"the model does not run in host TFLM even with a {ceiling} B arena")
     measurement = ArenaMeasurement(minimum_bytes=minimum, reported_bytes=reported,
-                                   probes=search.probes, seconds=time.monotonic() - started,
+                                   probes=probes, seconds=time.monotonic() - started,
                                    source="host")
     log.debug("arena: reported %d, minimum %d after %d probes in %.2f s", reported, minimum,
-              search.probes, measurement.seconds)
+              probes, measurement.seconds)
     return measurement
 
 
-class _Search:
-    def __init__(self, model: bytes):
-        self.model = model
-        self.probes = 0
-        self.ceiling = host_runtime.generous_arena(len(model))
+def smallest_fitting(fits: Callable[[int], bool], *, start: int, ceiling: int) -> int | None:
+    """The smallest multiple of 16 bytes for which `fits(size)` holds, or None up to `ceiling`.
 
-    def runs(self, size: int) -> bool:
-        self.probes += 1
-        return host_runtime.probe(self.model, size).ok
-
-    def first_runnable_from(self, start: int) -> int:
-        """Grow from `start` (the reported total) until the model runs."""
-        size = start
-        while not self.runs(size):
-            if size >= self.ceiling:
-                raise HostRuntimeError(
-                    f"the model does not run in host TFLM even with a {self.ceiling} B arena")
-            size = min(self.ceiling, align(size + max(256, size // 8)))
-        return size
-
-    def smallest_runnable(self, *, below: int) -> int:
-        """Smallest size that runs, given that `below` runs. Sizes only grow by 16 B steps."""
-        high = below                      # known to run
-        low = below - ALIGNMENT           # the usual case: the reported total is the minimum
-        if low <= 0 or not self.runs(low):
-            return high
-        high, low = low, 0                # low = 0 never runs
-        while high - low > ALIGNMENT:
-            middle = align((low + high) // 2)
-            if middle >= high:
-                middle = high - ALIGNMENT
-            if self.runs(middle):
-                high = middle
-            else:
-                low = middle
-        return high
+    `start` is TFLM's own report of what it used: the minimum is usually that or a little
+    more, so the search grows from there when it does not fit, and otherwise checks the size
+    just below it first (one probe when the report is exact) before bisecting down.
+    Assumes that a size that fits stays fitting when it grows.
+    """
+    size = align(start)
+    if fits(size):
+        if size <= ALIGNMENT or not fits(size - ALIGNMENT):
+            return size
+        low, high = 0, size - ALIGNMENT          # 0 never fits
+    else:
+        # Small steps first (the minimum is usually within a quarter of the report), then
+        # doubling ones, so a report that is far off still costs only a few probes.
+        low, step = size, max(256, size // 8)
+        while True:
+            if size >= ceiling:
+                return None
+            size = min(ceiling, align(size + step))
+            step *= 2
+            if fits(size):
+                break
+            low = size
+        high = size
+    while high - low > ALIGNMENT:
+        middle = align((low + high) // 2)
+        if middle >= high:
+            middle = high - ALIGNMENT
+        if fits(middle):
+            high = middle
+        else:
+            low = middle
+    return high
