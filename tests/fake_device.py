@@ -32,6 +32,11 @@ class FakeDevice:
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
 
+    def read(self, timeout: float) -> bytes:
+        """What the host sent, waiting up to `timeout` (b"" if nothing)."""
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        return os.read(self.master, 4096) if ready else b""
+
     def expect(self, message_type: str, timeout: float = 15.0) -> None:
         """Wait until the host sends a message of this type (e.g. the monitor's HELLO)."""
         decoder = protocol.Decoder()

@@ -248,3 +248,59 @@ def test_permission_denied_mentions_the_dialout_group(tmp_path):
         outcome = call_isolated(_open_as_nobody, device.port)
     assert outcome.ok, outcome.describe_failure()
     assert "permission denied" in outcome.value and "dialout" in outcome.value
+
+
+def test_validate_exits_3_when_the_board_differs_beyond_the_tolerance(tinyforge, tmp_path,
+                                                                     models, cli_env):
+    """A firmware whose int8 outputs are one LSB off (as CMSIS-NN kernels can be)."""
+    import threading
+
+    from tinyforge import validate as validate_lib
+    from tinyforge.model import host_runtime, reader
+
+    project = _board_project(tinyforge, tmp_path, models)
+    model, info = reader.read_model_file(models / "dense_int8.tflite")
+    (tensor_in,), (tensor_out,) = info.inputs, info.outputs
+    spec = protocol.TensorSpec("int8", tuple(tensor_in.shape), tensor_in.scale,
+                               tensor_in.zero_point)
+    samples = validate_lib.random_samples(spec, 6, seed=0)
+    expected = host_runtime.run_batch(model, [[s.reshape(spec.shape)] for s in samples], 1,
+                                      "dense")
+    answers = {s.tobytes(): np.clip(e[0].reshape(-1).astype(int) + 1, -128, 127)
+               for s, e in zip(samples, expected)}
+
+    def firmware(device: FakeDevice, stop: threading.Event) -> None:
+        decoder = protocol.Decoder()
+        boot = protocol.encode(
+            "BOOT", v=1, fw="0.1.0", board="nano33ble", model=info.sha256, arena=4096,
+            used=1000, ops=1, status="ok",
+            **{"in": f"int8:1x10:{tensor_in.scale!r}:{tensor_in.zero_point}",
+               "out": f"int8:1x2:{tensor_out.scale!r}:{tensor_out.zero_point}"})
+        while not stop.is_set():
+            for event in decoder.feed(device.read(0.1)):
+                if getattr(event, "type", "") == "HELLO":
+                    device.send(boot)
+                elif getattr(event, "type", "") == "IN":
+                    q = answers[bytes.fromhex(event.fields["data"])]
+                    f = (q - tensor_out.zero_point) * tensor_out.scale
+                    device.send(protocol.encode(
+                        "RES", seq=int(event.fields["seq"]), src="host", us=100,
+                        q0=",".join(map(str, q)), f0=",".join(f"{v:.7g}" for v in f)))
+
+    for tolerance, code in (("0", 3), ("1", 0)):
+        with FakeDevice(tmp_path) as device:
+            stop = threading.Event()
+            thread = threading.Thread(target=firmware, args=(device, stop), daemon=True)
+            thread.start()
+            result = subprocess.run(
+                [sys.executable, "-m", "tinyforge", "validate", "--project-dir", str(project),
+                 "--port", device.port, "--random", "6", "--max-lsb", tolerance, "--json"],
+                env=cli_env, capture_output=True, text=True, timeout=60)
+            stop.set()
+            thread.join()
+        assert result.returncode == code, result.stderr
+        report = json.loads(result.stdout)
+        assert report["max_lsb"] == 1 and report["exact_matches"] == 0
+        assert report["passed"] is (code == 0)
+        if code == 3:
+            assert "6 of 6 samples differ" in result.stderr and "--max-lsb 1" in result.stderr
