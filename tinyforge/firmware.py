@@ -101,8 +101,8 @@ def platform_spec(board: Board) -> str:
     """The `platform =` value; `tinyforge:NAME` means a dev-platform shipped in this package."""
     platform = board.platformio["platform"]
     if platform.startswith("tinyforge:"):
-        path = resources.PACKAGE_DIR / "platforms" / platform.split(":", 1)[1]
-        return f"symlink://{path}"
+        from .pio_core import PLATFORMS_DIR
+        return f"symlink://{PLATFORMS_DIR / platform.split(':', 1)[1]}"
     return platform
 
 
@@ -159,8 +159,7 @@ def _context(inputs: FirmwareInputs) -> dict:
     pio = board.platformio
     extra_options = dict(pio.get("extra_options", {}))
     if board.tflm.get("exclude_sources"):
-        extra_options["custom_tflm_exclude"] = "\n    " + "\n    ".join(
-            board.tflm["exclude_sources"])
+        extra_options["custom_tflm_exclude"] = list(board.tflm["exclude_sources"])
     return {
         "version": __version__,
         "board": board,
