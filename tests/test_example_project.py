@@ -17,10 +17,10 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_committed_example_project_is_what_tinyforge_renders(tinyforge, tmp_path):
     fresh = tmp_path / "firmware"
-    tinyforge("build", "--project-dir", fresh, "--no-compile", check_rc=0)
+    tinyforge("build", "--project-dir", fresh, "--no-compile", "--arena", "host", check_rc=0)
     assert _tree(fresh) == _tree(COMMITTED), (
         "examples/gesture/firmware is stale: run `tinyforge build --project-dir "
-        "examples/gesture/firmware --no-compile` and commit the result")
+        "examples/gesture/firmware --no-compile --arena host` and commit the result")
 
 
 def test_root_platformio_ini_is_a_valid_project_for_the_example(cli_env):
