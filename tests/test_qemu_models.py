@@ -87,3 +87,22 @@ def test_firmware_too_big_for_flash_is_refused_at_link_time_with_numbers(tmp_pat
     assert "FLASH: over by" in error.details
     over = int(error.details.split("over by ")[1].split(" ")[0].replace(",", ""))
     assert 100_000 < over < 150_000
+
+
+@pytest.mark.tflm_tree
+def test_measuring_in_the_users_project_never_replaces_an_edited_file(tinyforge, tflm_tree,
+                                                                      models, tmp_path, cli_env,
+                                                                      tmp_path_factory):
+    require_emulator()
+    env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(seeded_core(tmp_path_factory)))
+    project = tmp_path / "p"
+    tinyforge("build", "--board", "qemu-m4", "--model", models / "conv_int8.tflite",
+              "--project-dir", project, "--arena", "host", "--no-compile", env=env, check_rc=0)
+    sketch = project / "src" / "main.cpp"
+    sketch.write_text(sketch.read_text() + "// mine\n")
+    result = tinyforge("build", "--board", "qemu-m4", "--tflm", tflm_tree, "--model",
+                       models / "dense_int8.tflite", "--project-dir", project, env=env)
+    assert result.returncode == 1
+    assert "src/main.cpp" in result.stderr and "--overwrite" in result.stderr
+    assert sketch.read_text().endswith("// mine\n")
+    assert not (project / ".pio").exists(), "nothing was built"

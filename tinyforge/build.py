@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,6 @@ class BuildResult:
     plan: render.RenderPlan
     labels: list[str]
     build: pio.BuildReport | None = None
-    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         model = self.model
@@ -64,7 +63,6 @@ class BuildResult:
             "conversion": model.conversion,
             "files": self.plan.actions,
             "build": self.build.to_json() if self.build else None,
-            "warnings": self.warnings,
         }
 
 
@@ -77,10 +75,10 @@ def build(options: BuildOptions) -> BuildResult:
     with tempfile.TemporaryDirectory(prefix="tinyforge-") as workdir:
         data, conversion = _tflite_bytes(source, options, board, Path(workdir))
     prepared = checks.prepare(data, source.name, board, quantize=options.quantize,
-                       tflm_root=tflm_root, strict=True, force=options.force)
+                              tflm_root=tflm_root, strict=True, force=options.force)
     prepared.conversion = conversion
     _check_labels(labels, labels_path, prepared.info)
-    demo = _demo_input(options, source, prepared.info)
+    demo = _demo_input(options, prepared.info)
     project_dir = Path(options.project_dir or DEFAULT_PROJECT_ROOT / board.id)
     _device_arena(prepared, board, tflm_root, options, project_dir)
     inputs = firmware.FirmwareInputs(
@@ -103,14 +101,11 @@ def _device_arena(prepared: checks.PreparedModel, board: boards.Board, tflm_root
     """Replace the host arena estimate by a measurement on the emulated Cortex-M4 if possible."""
     from . import device_arena
 
-    measure_in = None
-    if board.id == device_arena.MEASURE_BOARD:
-        # Measuring in the project itself compiles TFLM once for both; it must not clobber
-        # files the user edited, so refuse those first, as the final render would.
-        if not options.overwrite:
-            render.refuse_edited(project_dir)
-        measure_in = project_dir
-    plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in)
+    # For the emulated board itself, measuring in the project compiles TFLM once for both
+    # builds; that render refuses to replace files the user edited, like the final one.
+    measure_in = project_dir if board.id == device_arena.MEASURE_BOARD else None
+    plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in,
+                               overwrite=options.overwrite)
     if plan is prepared.arena:
         return
     prepared.arena = plan
@@ -172,7 +167,7 @@ def _check_labels(labels: list[str], path: Path | None, info: reader.ModelInfo) 
                          hint="give one label per output class, in output order")
 
 
-def _demo_input(options: BuildOptions, source: Path, info: reader.ModelInfo) -> bytes | None:
+def _demo_input(options: BuildOptions, info: reader.ModelInfo) -> bytes | None:
     path = options.demo_input
     if path is None and options.model is None:
         path = resources.example_dir() / "demo_input.npy"

@@ -56,8 +56,12 @@ def unavailable_reason(board: boards.Board, tflm_root: Path | None) -> str | Non
 
 
 def measure(prepared: PreparedModel, tflm_root: Path, *, project_dir: Path | None = None,
-            use_cache: bool = True) -> ArenaMeasurement:
-    """The smallest arena the model runs with on the emulated Cortex-M4."""
+            use_cache: bool = True, overwrite: bool = True) -> ArenaMeasurement:
+    """The smallest arena the model runs with on the emulated Cortex-M4.
+
+    `project_dir` defaults to a cache folder of tinyforge's own; for a user's project, pass
+    `overwrite=False` so the measurement build never replaces files the user edited.
+    """
     key = _cache_key(prepared, tflm_root)
     if use_cache and (cached := _cache_load(key)):
         log.info("arena: device figure from the cache (%d B)", cached.minimum_bytes)
@@ -66,7 +70,7 @@ def measure(prepared: PreparedModel, tflm_root: Path, *, project_dir: Path | Non
     project_dir = project_dir or _default_project_dir(tflm_root)
     started = time.monotonic()
     ceiling = _ceiling(board, prepared)
-    elf = _build_probe_firmware(board, prepared, tflm_root, project_dir, ceiling)
+    elf = _build_probe_firmware(board, prepared, tflm_root, project_dir, ceiling, overwrite)
     search = _ProbeSearch(elf, ceiling)
     try:
         minimum = search.run()
@@ -81,7 +85,7 @@ def measure(prepared: PreparedModel, tflm_root: Path, *, project_dir: Path | Non
 
 
 def choose(prepared: PreparedModel, board: boards.Board, tflm_root: Path | None, mode: str,
-           *, project_dir: Path | None = None) -> ArenaPlan:
+           *, project_dir: Path | None = None, overwrite: bool = True) -> ArenaPlan:
     """The arena plan for `mode`: "host", "device" (required) or "auto" (device when possible)."""
     host_plan = prepared.arena
     if mode == "host":
@@ -95,7 +99,7 @@ def choose(prepared: PreparedModel, board: boards.Board, tflm_root: Path | None,
                      "TFLM tree with --tflm, or use --arena host")
         log.info("arena: using the host measurement (no device measurement: %s)", reason)
         return host_plan
-    device = measure(prepared, tflm_root, project_dir=project_dir)
+    device = measure(prepared, tflm_root, project_dir=project_dir, overwrite=overwrite)
     return plan_from_device(device, host_plan.host)
 
 
@@ -113,7 +117,7 @@ def _ceiling(board: boards.Board, prepared: PreparedModel) -> int:
 
 
 def _build_probe_firmware(board, prepared: PreparedModel, tflm_root: Path, project_dir: Path,
-                          ceiling: int) -> Path:
+                          ceiling: int, overwrite: bool) -> Path:
     probe_plan = ArenaPlan(arena_bytes=ceiling, margin_bytes=0, used=prepared.arena.used,
                            host=prepared.arena.host, device=None,
                            note="measurement build: the largest arena the RAM allows")
@@ -122,7 +126,7 @@ def _build_probe_firmware(board, prepared: PreparedModel, tflm_root: Path, proje
         resolver=prepared.resolver, arena=probe_plan, labels=[], demo_input=None,
         tflm_source=tflm_root)
     render.write(project_dir, firmware.project_files(inputs), firmware.manifest(inputs),
-                 overwrite=True)
+                 overwrite=overwrite)
     core = pio.core_dir_for(board)
     pio.check_packages(board, project_dir, core, local_tflm=True)
     log.info("arena: building the model for the emulated Cortex-M4 to measure it "

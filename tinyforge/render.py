@@ -102,24 +102,6 @@ def plan(root: Path, files: dict[str, bytes], *, overwrite: bool = False) -> Ren
     return result
 
 
-def edited_files(root: Path) -> list[str]:
-    """Files of a previous render that were changed since (by the user or another tool)."""
-    previous = (read_manifest(root) or {}).get("files", {})
-    edited = []
-    for relative, digest in sorted(previous.items()):
-        path = root / relative
-        if path.is_file() and sha256(path.read_bytes()) != digest:
-            edited.append(relative)
-    return edited
-
-
-def refuse_edited(root: Path) -> None:
-    """`ProjectError` listing edited generated files, before a step that would replace them."""
-    edited = edited_files(root)
-    if edited:
-        raise _conflict(root, edited)
-
-
 def _conflict(root: Path, paths: list[str]) -> ProjectError:
     return ProjectError(
         f"{len(paths)} generated file(s) in {root} were edited since tinyforge wrote them "
