@@ -92,7 +92,9 @@ def build(options: BuildOptions) -> BuildResult:
     pio.validate_project(project_dir, core_dir)
     if options.compile:
         pio.check_packages(board, project_dir, core_dir, local_tflm=tflm_root is not None)
-        result.build = pio.build(project_dir, board, core_dir, on_line=_build_progress())
+        log.info("building with PlatformIO in %s...", project_dir)
+        result.build = pio.build(project_dir, board, core_dir,
+                                 on_line=pio.progress_logger("build"))
     return result
 
 
@@ -192,11 +194,3 @@ def _demo_input(options: BuildOptions, info: reader.ModelInfo) -> bytes | None:
         quantization = host_runtime.Quantization(tensor.scale, tensor.zero_point, tensor.dtype)
         return quantization.quantize(values.reshape(-1)).tobytes()
     return np.asarray(values, dtype=tensor.dtype).tobytes()
-
-
-def _build_progress():
-    def on_line(line: str) -> None:
-        log.debug("  pio: %s", line)
-        if line.startswith(("Linking", "RAM:", "Flash:")) or "error" in line.lower():
-            log.info("  %s", line)
-    return on_line

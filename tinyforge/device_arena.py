@@ -131,7 +131,7 @@ def _build_probe_firmware(board, prepared: PreparedModel, tflm_root: Path, proje
     pio.check_packages(board, project_dir, core, local_tflm=True)
     log.info("arena: building the model for the emulated Cortex-M4 to measure it "
              "(the first build compiles TFLM: a few minutes)...")
-    report = pio.build(project_dir, board, core, on_line=_progress())
+    report = pio.build(project_dir, board, core, on_line=pio.progress_logger("arena build"))
     return Path(report.firmware)
 
 
@@ -188,12 +188,6 @@ class _ProbeSearch:
         if self.link is not None:
             self.link.close()
             self.link = None
-
-
-def _progress():
-    def on_line(line: str) -> None:
-        log.debug("  pio: %s", line)
-    return on_line
 
 
 def _default_project_dir(tflm_root: Path) -> Path:

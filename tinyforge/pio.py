@@ -152,6 +152,28 @@ def build(project_dir: Path, board: Board, core_dir: Path | None, *,
     return report
 
 
+# How often a long build says how far it got.
+PROGRESS_EVERY_FILES = 25
+
+
+def progress_logger(what: str) -> Callable[[str], None]:
+    """An `on_line` for `build()`: every line at debug level, and at info level a count of
+    compiled files every so often plus the lines that matter (linking, usage, errors)."""
+    compiled = 0
+
+    def on_line(line: str) -> None:
+        nonlocal compiled
+        log.debug("  pio: %s", line)
+        if line.startswith("Compiling "):
+            compiled += 1
+            if compiled % PROGRESS_EVERY_FILES == 0:
+                log.info("  %s: %d files compiled...", what, compiled)
+        elif line.startswith(("Linking", "RAM:", "Flash:")) or " error" in line.lower():
+            log.info("  %s", line)
+
+    return on_line
+
+
 class _OutputWatcher:
     """Streams `pio run` output, keeping what the summary and error messages need."""
 
