@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import boards, checks, firmware, pio, render, resources
+from . import boards, checks, firmware, last_build, pio, render, resources
 from .errors import CalibrationError, InputError, ModelFileError
 from .model import compat, fit, host_runtime, reader
 from .tflm_source import resolve_tflm_source
@@ -22,7 +22,6 @@ log = logging.getLogger("tinyforge.build")
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 DEFAULT_BOARD = "nano33ble"
-DEFAULT_PROJECT_ROOT = Path("build")
 EXAMPLE_MODEL = "gesture_int8.tflite"
 
 
@@ -79,7 +78,7 @@ def build(options: BuildOptions) -> BuildResult:
     prepared.conversion = conversion
     _check_labels(labels, labels_path, prepared.info)
     demo = _demo_input(options, prepared.info)
-    project_dir = Path(options.project_dir or DEFAULT_PROJECT_ROOT / board.id)
+    project_dir = Path(options.project_dir or last_build.DEFAULT_ROOT / board.id)
     _device_arena(prepared, board, tflm_root, options, project_dir)
     inputs = firmware.FirmwareInputs(
         board=board, model=data, info=prepared.info, ops=prepared.ops,

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import boards
 from .errors import InputError
 from .model import arena as arena_mod
-from .model import compat, fit, host_runtime, reader
+from .model import compat, fit, reader
 from .model.arena import ArenaPlan
 from .model.compat import ResolvedOp
 from .resolver import ResolverTable, load_table, table_from_tree
@@ -54,13 +54,15 @@ def prepare(data: bytes, name: str, board: boards.Board, *, quantize: str = "int
     prepared = PreparedModel(data, info, table, ops, unsupported,
                              compat.unsupported_features(info, board))
     try:
-        host_runtime.dry_run(data, name)
+        # The measurement's first run is the dry run: a model TFLM cannot run fails there,
+        # with TFLM's own words (fp16 weights, a missing kernel, ...).
+        host = arena_mod.measure_on_host(data, name)
     except InputError as error:
         if strict:
             raise
         prepared.host_error = "\n".join(filter(None, [error.message, error.details]))
         return prepared
-    prepared.arena = arena_mod.plan_from_host(arena_mod.measure_on_host(data, name))
+    prepared.arena = arena_mod.plan_from_host(host)
     prepared.fit = fit.estimate(board, model_bytes=info.size, op_count=len(ops),
                                 arena_bytes=prepared.arena.arena_bytes)
     if strict:

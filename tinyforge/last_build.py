@@ -13,6 +13,8 @@ from . import boards, render
 from .boards import Board
 from .errors import InputError
 
+# Where `build` writes a project without --project-dir (build/BOARD), and so where the
+# other commands look for the last build.
 DEFAULT_ROOT = Path("build")
 
 

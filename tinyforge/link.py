@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 from . import protocol
 from .errors import DeviceError
@@ -48,12 +48,6 @@ class Conversation:
                     return events
             if time.monotonic() >= deadline:
                 return []
-
-    def events(self, deadline: float | None = None) -> Iterator[protocol.Event]:
-        """Every event until `deadline` (monotonic time), or forever."""
-        while deadline is None or time.monotonic() < deadline:
-            remaining = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
-            yield from self.poll(min(0.5, remaining))
 
     def wait_for(self, predicate: Callable[[protocol.Event], bool], *, timeout: float,
                  what: str) -> protocol.Event:

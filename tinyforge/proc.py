@@ -129,14 +129,6 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def iter_output(proc: subprocess.Popen, *, deadline: float) -> Iterable[str]:
-    """Lines of a started child's output until it exits; `ChildTimeoutError` at `deadline`."""
-    try:
-        yield from _lines_until(proc, deadline=deadline)
-    except _Timeout:
-        raise ChildTimeoutError("child process output timed out") from None
-
-
 class _Timeout(Exception):
     pass
 

@@ -31,10 +31,6 @@ class IsolatedResult:
     output: str = ""         # what the child's native code wrote to fd 1 and 2
     signal: int | None = None  # set when the child was killed by a signal (segfault, ...)
 
-    @property
-    def crashed(self) -> bool:
-        return self.signal is not None
-
     def describe_failure(self) -> str:
         if self.signal is not None:
             try:

@@ -137,10 +137,6 @@ class ModelInfo:
         return sorted({op.name for op in self.ops})
 
     @property
-    def builtin_ops(self) -> list[str]:
-        return sorted({op.name for op in self.ops if not op.custom})
-
-    @property
     def custom_ops(self) -> list[str]:
         return sorted({op.name for op in self.ops if op.custom})
 
