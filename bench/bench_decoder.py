@@ -1,4 +1,4 @@
-"""Throughput of the serial protocol decoder (tinyforge.protocol.Decoder), in messages per second.
+"""Throughput of the serial protocol decoder (tinyforge.device.protocol.Decoder), in messages per second.
 
 The stream is what a board sends: RES lines ending in \\r\\n, fed to the decoder in 4 KiB
 reads like a serial port delivers them. The target is 50,000 RES messages/s with 10 outputs
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tinyforge import protocol  # noqa: E402
+from tinyforge.device import protocol
 
 TARGET_MSGS_PER_S = 50_000
 CHUNK_BYTES = 4096

@@ -29,8 +29,8 @@ def main() -> None:
     report("tinyforge monitor (start, open, stop)", median, target=0.5,
            extra=f"  best {best * 1000:.0f} ms")
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, tinyforge.monitor, tinyforge.device_link, "
-         "tinyforge.last_build; print(int('tensorflow' in sys.modules), "
+        [sys.executable, "-c", "import sys, tinyforge.flows.monitor, tinyforge.device.sources, "
+         "tinyforge.project.last_build; print(int('tensorflow' in sys.modules), "
          "int('numpy' in sys.modules))"], capture_output=True, text=True, check=True)
     tf, np = probe.stdout.split()
     print(f"modules loaded by the monitor: tensorflow={tf} numpy={np} (want 0 0)")

@@ -9,13 +9,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import model_300k, report  # noqa: E402
 
-from tinyforge import boards, checks, firmware, render  # noqa: E402
-from tinyforge.model import arena, reader  # noqa: E402
+from tinyforge.board import profiles
+from tinyforge.model import arena, checks, reader  # noqa: E402
+from tinyforge.project import firmware, writer
 
 
 def main() -> None:
     data = model_300k().read_bytes()
-    board = boards.load_board("nano33ble")
+    board = profiles.load_board("nano33ble")
     info = reader.inspect_bytes(data, "cnn_300k_int8.tflite")
     table = checks.resolver_table(board, None)
     ops, _ = checks.compat.resolve_ops(info, table)
@@ -24,7 +25,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         for label in ("first render (writes every file)", "second render (all identical)"):
             started = time.perf_counter()
-            render.write(Path(directory), firmware.project_files(inputs),
+            writer.write(Path(directory), firmware.project_files(inputs),
                          firmware.manifest(inputs))
             report(label, time.perf_counter() - started, target=0.2,
                    extra=f"  {len(data) // 1024} KB model")

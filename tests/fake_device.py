@@ -13,7 +13,7 @@ import time
 import tty
 from pathlib import Path
 
-from tinyforge import protocol
+from tinyforge.device import protocol
 
 
 class FakeDevice:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tinyforge import boards, pio, pio_core
+from tinyforge import resources, system
+from tinyforge.board import profiles
 from tinyforge.errors import ToolMissingError
+from tinyforge.toolchain import offline_core, pio, programs
 
 REPO = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = REPO / "firmware_templates" / "runtime" / "qemu-m4"
@@ -27,19 +29,19 @@ _seeded: dict[Path, Path] = {}
 def require_emulator() -> None:
     """Skip the calling test unless arm-none-eabi-gcc (with its libraries) and QEMU exist."""
     try:
-        pio_core.find_toolchain()
-        pio_core.find_qemu()
+        programs.find_toolchain()
+        programs.find_qemu()
     except ToolMissingError as exc:
-        pytest.skip(f"{exc.message}; install with: {pio_core.APT_INSTALL} "
+        pytest.skip(f"{exc.message}; install with: {system.APT_INSTALL} "
                     "(or run `make setup` as root)")
 
 
 def seeded_core(tmp_path_factory) -> Path:
-    """One tinyforge PlatformIO core dir per session, prepared by `pio_core.setup()`."""
+    """One tinyforge PlatformIO core dir per session, prepared by `offline_core.setup()`."""
     base = tmp_path_factory.getbasetemp()
     if base not in _seeded:
         core = base / "tinyforge-pio-core"
-        pio_core.setup(core)
+        offline_core.setup(core)
         _seeded[base] = core
     return _seeded[base]
 
@@ -60,18 +62,18 @@ def write_project(project: Path, sketch: str, *, extra_ini: str = "") -> None:
         for path in folder.iterdir():
             shutil.copyfile(path, src / path.name)
     (src / "sketch.cpp").write_text(sketch, encoding="utf-8")
-    board = boards.load_board("qemu-m4")
-    platform = f"symlink://{pio_core.PLATFORMS_DIR / 'qemu_m4'}"
+    board = profiles.load_board("qemu-m4")
+    platform = f"symlink://{resources.platforms_dir() / 'qemu_m4'}"
     (project / "platformio.ini").write_text(
         f"[env:qemu-m4]\nplatform = {platform}\nboard = {board.platformio['board']}\n"
         f"{extra_ini}", encoding="utf-8")
 
 
 def build(project: Path, core: Path) -> pio.BuildReport:
-    """`pio run` through tinyforge.pio in `core`; fails if PlatformIO installed anything but
+    """`pio run` through tinyforge.toolchain.pio in `core`; fails if PlatformIO installed anything but
     a local symlink (which needs no network)."""
     lines: list[str] = []
-    report = pio.build(project, boards.load_board("qemu-m4"), core, on_line=lines.append,
+    report = pio.build(project, profiles.load_board("qemu-m4"), core, on_line=lines.append,
                        timeout=600)
     installing = [line for line in lines if "Installing" in line and "symlink://" not in line]
     assert not installing, installing

@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from tinyforge import boards, pio
+from tinyforge.board import profiles
 from tinyforge.errors import ChildProcessFailed, PackageUnavailableError, PlatformIOError
+from tinyforge.toolchain import pio
 
-NANO = boards.load_board("nano33ble")
+NANO = profiles.load_board("nano33ble")
 
 
 def test_missing_packages_and_no_registry_fail_in_seconds(tinyforge, models, tmp_path):

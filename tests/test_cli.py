@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from qemu_support import require_emulator
 
 
@@ -21,7 +20,7 @@ def test_help_version_and_usage_errors(tinyforge):
 
 def test_commands_that_do_not_convert_never_import_tensorflow():
     code = ("import sys\n"
-            "from tinyforge import cli, inspection, monitor, validate, flash, doctor, build\n"
+            "from tinyforge import cli\nfrom tinyforge.flows import inspection, monitor, validate, flash, doctor, build\n"
             "cli.build_parser()\n"
             "print(int('tensorflow' in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -55,7 +54,7 @@ def test_doctor_reports_each_check_with_a_fix(tinyforge, tmp_path, cli_env):
 def test_emulated_build_without_a_tflm_tree_names_both_ways_to_give_one(tinyforge, models,
                                                                         tmp_path, cli_env):
     require_emulator()
-    from tinyforge import pio
+    from tinyforge.toolchain import pio
     if pio.registry_reachable():
         pytest.skip("GitHub is reachable here: PlatformIO would download the library")
     result = tinyforge("build", "--board", "qemu-m4", "--model", models / "dense_int8.tflite",

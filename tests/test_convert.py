@@ -8,10 +8,9 @@ import zipfile
 
 import numpy as np
 import pytest
-
 import tf_models
-from tinyforge.errors import (CalibrationError, ConversionError, ModelFileError,
-                              TinyforgeError)
+
+from tinyforge.errors import CalibrationError, ConversionError, ModelFileError, TinyforgeError
 from tinyforge.model import accuracy
 from tinyforge.model.convert import convert, source_kind
 from tinyforge.model.reader import read_model_file

@@ -1,4 +1,4 @@
-"""tinyforge.emulator with real firmware in real QEMU over a real TCP socket (pyserial).
+"""tinyforge.device.emulator with real firmware in real QEMU over a real TCP socket (pyserial).
 
 One firmware, built once through the qemu_m4 platform, does on command what a broken
 firmware does by accident: fault, hang, exit, abort. Every test also checks that no QEMU
@@ -16,12 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
+from qemu_support import (
+    DEAD_PROXY,
+    build,
+    qemu_processes_for,
+    require_emulator,
+    seeded_core,
+    write_project,
+)
 
-from tinyforge import emulator
+from tinyforge.device import emulator
 from tinyforge.errors import EXIT_DEVICE_ERROR, DeviceError, ToolMissingError
-
-from qemu_support import (DEAD_PROXY, build, qemu_processes_for, require_emulator, seeded_core,
-                          write_project)
 
 pytestmark = pytest.mark.emulator
 
@@ -210,7 +215,7 @@ def test_an_exception_inside_the_block_stops_qemu(firmware):
 
 CHILD = """
 import sys
-from tinyforge import emulator
+from tinyforge.device import emulator
 link = emulator.launch(sys.argv[1])  # no `with`: only Ctrl-C handling or atexit can stop it
 print(link.pid, flush=True)
 sys.stdin.readline()

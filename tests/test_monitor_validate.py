@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from qemu_support import require_emulator, seeded_core
-from tinyforge import boards, pio, protocol, selftest
-
 from fake_device import FakeDevice
+from qemu_support import require_emulator, seeded_core
+
+from tinyforge.board import profiles
+from tinyforge.device import protocol
+from tinyforge.project import selftest as selftest_files
+from tinyforge.toolchain import pio
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,8 @@ def selftest_project(tmp_path_factory) -> Path:
     require_emulator()
     core = seeded_core(tmp_path_factory)
     project = tmp_path_factory.mktemp("selftest-project")
-    board = boards.load_board("qemu-m4")
-    selftest.render_project(project, board)
+    board = profiles.load_board("qemu-m4")
+    selftest_files.render_project(project, board)
     pio.build(project, board, core, timeout=600)
     return project
 
@@ -61,7 +63,7 @@ def test_monitor_json_and_csv(tinyforge, selftest_project, tmp_path):
     result = tinyforge("monitor", "--project-dir", selftest_project, "--count", "1",
                        "--timeout", "20", "--json", "--csv", log, check_rc=0)
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert events[0]["type"] == "boot" and events[0]["model_sha256"] == selftest.MODEL_SHA256
+    assert events[0]["type"] == "boot" and events[0]["model_sha256"] == selftest_files.MODEL_SHA256
     results = [e for e in events if e["type"] == "result"]
     assert results == [{"seq": 0, "src": "demo", "us": results[0]["us"],
                         "outputs": [{"q": [20, -10, 10, -10], "f": [4.25, -3.25, 1.75, -3.25]}],
@@ -226,14 +228,14 @@ def test_busy_port_is_a_device_error_with_a_hint(tinyforge, tmp_path, models):
 
 def _open_as_nobody(port: str) -> str:
     """Open `port` in a forked child that gave up root: a real EACCES from the kernel."""
-    from tinyforge import serial_port
+    from tinyforge.device import ports
     from tinyforge.errors import DeviceError
 
     if os.geteuid() == 0:
         os.setgid(65534)
         os.setuid(65534)
     try:
-        serial_port.open_port(port, 115200).close()
+        ports.open_port(port, 115200).close()
     except DeviceError as error:
         return f"{error.message} | {error.hint}"
     return "opened"
@@ -255,7 +257,7 @@ def test_validate_exits_3_when_the_board_differs_beyond_the_tolerance(tinyforge,
     """A firmware whose int8 outputs are one LSB off (as CMSIS-NN kernels can be)."""
     import threading
 
-    from tinyforge import validate as validate_lib
+    from tinyforge.flows import validate as validate_lib
     from tinyforge.model import host_runtime, reader
 
     project = _board_project(tinyforge, tmp_path, models)

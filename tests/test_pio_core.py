@@ -1,4 +1,4 @@
-"""tinyforge's own PlatformIO core dir (tinyforge.pio_core) and the qemu_m4 dev-platform.
+"""tinyforge's own PlatformIO core dir (tinyforge.toolchain.offline_core) and the qemu_m4 dev-platform.
 
 The setup tests run the real seeding (real toolchain, real scons wheel); the build tests run
 real `pio run` with every HTTP client pointed at a dead proxy, so they prove PlatformIO needs
@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tinyforge import pio_core
-from tinyforge.errors import DoesNotFitError, ToolMissingError
-
 from qemu_support import block_network, build, require_emulator, seeded_core, write_project
+
+from tinyforge.errors import DoesNotFitError, ToolMissingError
+from tinyforge.flows.doctor import emulator_checks
+from tinyforge.toolchain import offline_core, pio, programs
 
 TOOLCHAIN = "toolchain-gccarmnoneeabi"
 
@@ -36,7 +36,7 @@ def empty_path(tmp_path, monkeypatch) -> Path:
 def test_pio_environment_isolates_the_core_and_silences_network_chatter(tmp_path, monkeypatch):
     monkeypatch.setenv("PLATFORMIO_PACKAGES_DIR", "/somewhere/else")
     monkeypatch.setenv("TINYFORGE_TEST_MARKER", "kept")
-    env = pio_core.pio_environment(tmp_path)
+    env = pio.environment(tmp_path)
     assert env["PLATFORMIO_CORE_DIR"] == str(tmp_path)
     assert env["PLATFORMIO_DISABLE_UPGRADE_CHECK"] == "true"
     assert env["PLATFORMIO_SETTING_ENABLE_TELEMETRY"] == "no"
@@ -49,25 +49,25 @@ def test_pio_environment_names_are_the_ones_platformio_reads(tmp_path):
     """PlatformIO itself must see the settings (a misspelt name would be silently ignored)."""
     code = ("from platformio import app; print(app.get_setting('enable_telemetry'), "
             "app.get_setting('check_platformio_interval'))")
-    out = subprocess.run([sys.executable, "-c", code], env=pio_core.pio_environment(tmp_path),
+    out = subprocess.run([sys.executable, "-c", code], env=pio.environment(tmp_path),
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert out == ["False", "9999"]
 
 
 def test_core_dir_precedence(tmp_path, monkeypatch):
-    monkeypatch.setenv(pio_core.ENV_CORE_DIR, str(tmp_path / "from-env"))
-    assert pio_core.core_dir(tmp_path / "explicit") == tmp_path / "explicit"
-    assert pio_core.core_dir() == tmp_path / "from-env"
-    monkeypatch.delenv(pio_core.ENV_CORE_DIR)
+    monkeypatch.setenv(offline_core.ENV_CORE_DIR, str(tmp_path / "from-env"))
+    assert offline_core.core_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    assert offline_core.core_dir() == tmp_path / "from-env"
+    monkeypatch.delenv(offline_core.ENV_CORE_DIR)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert pio_core.core_dir() == tmp_path / "home" / ".tinyforge" / "platformio"
+    assert offline_core.core_dir() == tmp_path / "home" / ".tinyforge" / "platformio"
 
 
 # --- missing tools ---------------------------------------------------------------------------
 
 def test_setup_without_toolchain_names_the_apt_command(tmp_path, empty_path):
     with pytest.raises(ToolMissingError) as caught:
-        pio_core.setup(tmp_path / "core")
+        offline_core.setup(tmp_path / "core")
     assert "arm-none-eabi-gcc" in caught.value.message
     assert "apt-get install --no-install-recommends" in caught.value.hint
     assert "gcc-arm-none-eabi" in caught.value.hint
@@ -79,18 +79,18 @@ def test_setup_without_qemu_names_the_apt_command(tmp_path, monkeypatch):
     # The real toolchain, but no QEMU on PATH.
     only_gcc = tmp_path / "bin"
     only_gcc.mkdir()
-    toolchain = pio_core.find_toolchain()
+    toolchain = programs.find_toolchain()
     for program in toolchain.programs:
         (only_gcc / program).symlink_to(toolchain.bin_dir / program)
     monkeypatch.setenv("PATH", str(only_gcc))
     with pytest.raises(ToolMissingError) as caught:
-        pio_core.setup(tmp_path / "core")
+        offline_core.setup(tmp_path / "core")
     assert "qemu-system-arm" in caught.value.message
     assert "--no-install-recommends" in caught.value.hint and "qemu-system-arm" in caught.value.hint
 
 
 def test_doctor_checks_say_what_is_missing_and_how_to_fix_it(tmp_path, empty_path):
-    checks = {c.name: c for c in pio_core.doctor_checks(tmp_path / "core")}
+    checks = {c.name: c for c in emulator_checks(tmp_path / "core")}
     assert not checks["arm-none-eabi toolchain"].ok
     assert "--no-install-recommends" in checks["arm-none-eabi toolchain"].hint
     assert not checks["QEMU"].ok and "qemu-system-arm" in checks["QEMU"].hint
@@ -106,13 +106,13 @@ def test_setup_seeds_packages_platformio_accepts_and_is_idempotent(tmp_path, mon
     require_emulator()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     core = tmp_path / "core"
-    first = pio_core.setup(core)
+    first = offline_core.setup(core)
     assert [a for a, _, _ in first.actions] == ["create", "create", "create"]
     assert first.changed
-    second = pio_core.setup(core)
+    second = offline_core.setup(core)
     assert [a for a, _, _ in second.actions] == ["identical"] * 3
     assert not second.changed
-    assert pio_core.is_ready(core)
+    assert offline_core.is_ready(core)
     assert not (tmp_path / "home").exists()  # ~/.platformio (and ~) untouched
 
     scons = core / "packages" / "tool-scons"
@@ -124,16 +124,16 @@ def test_setup_seeds_packages_platformio_accepts_and_is_idempotent(tmp_path, mon
     gcc = core / "packages" / TOOLCHAIN / "bin" / "arm-none-eabi-gcc"
     assert gcc.is_symlink()
     assert subprocess.run([gcc, "-dumpversion"], capture_output=True, text=True,
-                          check=True).stdout.strip() == pio_core.find_toolchain().gcc_version
+                          check=True).stdout.strip() == programs.find_toolchain().gcc_version
 
 
 def test_setup_replaces_a_package_that_no_longer_matches(tmp_path):
     require_emulator()
     core = tmp_path / "core"
-    pio_core.setup(core)
+    offline_core.setup(core)
     manifest = core / "packages" / "tool-scons" / "package.json"
     manifest.write_text('{"name": "tool-scons", "version": "4.40000.0"}')
-    actions = {what: action for action, what, _ in pio_core.setup(core).actions}
+    actions = {what: action for action, what, _ in offline_core.setup(core).actions}
     assert actions["tool-scons"] == "replace"
     assert actions[TOOLCHAIN] == "identical"
     assert json.loads(manifest.read_text())["version"] == "4.41101.0"
@@ -147,9 +147,9 @@ def test_interrupted_setup_leaves_no_partial_package(tmp_path, monkeypatch):
     def failing_copy(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pio_core.shutil, "copytree", failing_copy)
+    monkeypatch.setattr(offline_core.shutil, "copytree", failing_copy)
     with pytest.raises(OSError):
-        pio_core.setup(tmp_path / "core")
+        offline_core.setup(tmp_path / "core")
     assert list((tmp_path / "core" / "packages").iterdir()) == []
 
 

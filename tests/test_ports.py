@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
-from tinyforge import boards, serial_port
+from tinyforge.board import profiles
+from tinyforge.device import ports
 from tinyforge.errors import DeviceError
 
-NANO = boards.load_board("nano33ble")
+NANO = profiles.load_board("nano33ble")
 
 
 def usb_port(device: str, vid: int, pid: int, description: str, serial: str | None = None):
@@ -34,23 +35,23 @@ FTDI = usb_port("/dev/ttyUSB0", 0x0403, 0x6001, "FT232R USB UART")
 
 
 def test_the_one_matching_board_is_chosen_among_other_devices():
-    assert serial_port.choose_port(NANO, ports=[uart("/dev/ttyS0"), UNO, SKETCH, FTDI]) == \
+    assert ports.choose_port(NANO, ports=[uart("/dev/ttyS0"), UNO, SKETCH, FTDI]) == \
         "/dev/ttyACM0"
 
 
 def test_a_board_in_its_bootloader_is_found_by_the_bootloader_pid():
-    matches = serial_port.matching_ports(NANO, [FTDI, BOOTLOADER])
+    matches = ports.matching_ports(NANO, [FTDI, BOOTLOADER])
     assert [(m.device, m.role) for m in matches] == [("/dev/ttyACM1", "bootloader")]
-    assert serial_port.choose_port(NANO, ports=[FTDI, BOOTLOADER]) == "/dev/ttyACM1"
+    assert ports.choose_port(NANO, ports=[FTDI, BOOTLOADER]) == "/dev/ttyACM1"
 
 
 def test_explicit_port_wins_even_with_no_match():
-    assert serial_port.choose_port(NANO, "/dev/ttyUSB7", ports=[]) == "/dev/ttyUSB7"
+    assert ports.choose_port(NANO, "/dev/ttyUSB7", ports=[]) == "/dev/ttyUSB7"
 
 
 def test_several_boards_are_refused_and_listed():
     with pytest.raises(DeviceError) as caught:
-        serial_port.choose_port(NANO, ports=[OTHER_SKETCH, SKETCH, UNO])
+        ports.choose_port(NANO, ports=[OTHER_SKETCH, SKETCH, UNO])
     error = caught.value
     assert error.exit_code == 2
     assert "refusing to guess" in error.message
@@ -60,14 +61,14 @@ def test_several_boards_are_refused_and_listed():
 
 
 def test_several_boards_can_be_chosen_interactively():
-    chosen = serial_port.choose_port(NANO, ports=[OTHER_SKETCH, SKETCH],
+    chosen = ports.choose_port(NANO, ports=[OTHER_SKETCH, SKETCH],
                                      ask=lambda matches: matches[1])
     assert chosen == "/dev/ttyACM2"
 
 
 def test_no_board_lists_what_is_connected_and_suggests_the_double_tap():
     with pytest.raises(DeviceError) as caught:
-        serial_port.choose_port(NANO, ports=[uart("/dev/ttyS0"), UNO, FTDI])
+        ports.choose_port(NANO, ports=[uart("/dev/ttyS0"), UNO, FTDI])
     error = caught.value
     assert "no Arduino Nano 33 BLE Sense found" in error.message
     assert "/dev/ttyUSB0: FT232R USB UART [0403:6001]" in error.details
@@ -77,19 +78,19 @@ def test_no_board_lists_what_is_connected_and_suggests_the_double_tap():
 
 def test_no_ports_at_all():
     with pytest.raises(DeviceError) as caught:
-        serial_port.choose_port(NANO, ports=[])
+        ports.choose_port(NANO, ports=[])
     assert "no serial ports at all" in caught.value.details
 
 
 def test_wait_for_port_sees_the_sketch_come_back_after_the_bootloader():
     seen = iter([[BOOTLOADER], [], [SKETCH]])
-    device = serial_port.wait_for_port(NANO, ("app",), timeout=5,
+    device = ports.wait_for_port(NANO, ("app",), timeout=5,
                                        list_function=lambda: next(seen))
     assert device == "/dev/ttyACM0"
 
 
 def test_wait_for_port_gives_up():
-    assert serial_port.wait_for_port(NANO, ("app",), timeout=0.3, list_function=list) is None
+    assert ports.wait_for_port(NANO, ("app",), timeout=0.3, list_function=list) is None
 
 
 def test_flash_without_a_board_is_exit_2_listing_ports(tinyforge, models, tmp_path):

@@ -24,10 +24,24 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tinyforge import proc, protocol
-from tinyforge.protocol import (
-    Boot, Corrupt, Decoder, DeviceErrorMessage, DeviceLog, Echo, OtherMessage, OutputValues,
-    Result, TensorSpec, UnsupportedVersion, encode, encode_echo, encode_hello, encode_input,
+from tinyforge import proc
+from tinyforge.device import protocol
+from tinyforge.device.protocol import (
+    Boot,
+    Corrupt,
+    Decoder,
+    DeviceErrorMessage,
+    DeviceLog,
+    Echo,
+    OtherMessage,
+    OutputValues,
+    Result,
+    TensorSpec,
+    UnsupportedVersion,
+    encode,
+    encode_echo,
+    encode_hello,
+    encode_input,
     format_float,
 )
 
@@ -743,7 +757,7 @@ def test_encoder_rejects_what_it_cannot_encode():
 
 
 def test_importing_the_protocol_module_stays_light():
-    code = ("import sys, tinyforge.protocol; "
+    code = ("import sys, tinyforge.device.protocol; "
             "print(sorted(m for m in ('numpy', 'tensorflow', 'serial', 'jinja2') "
             "if m in sys.modules))")
     result = proc.run([sys.executable, "-c", code], timeout=RUN_TIMEOUT_S, cwd=ROOT)

@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
-
 from qemu_support import require_emulator, seeded_core, write_project
-from tinyforge import boards, pio
+
+from tinyforge.board import profiles
 from tinyforge.errors import DoesNotFitError
+from tinyforge.toolchain import pio
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "tinyforge" / "example"
@@ -81,7 +82,7 @@ def test_firmware_too_big_for_flash_is_refused_at_link_time_with_numbers(tmp_pat
         "void loop() {}\n")
     write_project(tmp_path, sketch)
     with pytest.raises(DoesNotFitError) as caught:
-        pio.build(tmp_path, boards.load_board("qemu-m4"), core, timeout=600)
+        pio.build(tmp_path, profiles.load_board("qemu-m4"), core, timeout=600)
     error = caught.value
     assert "does not fit" in error.message
     assert "FLASH: over by" in error.details

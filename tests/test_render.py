@@ -9,9 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tinyforge import resolver
+from tinyforge.board import resolver
 from tinyforge.model import reader
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,7 +145,7 @@ def test_labels_with_awkward_characters_compile_to_the_same_bytes(tinyforge, mod
 
 
 def test_c_string_escapes_newlines_and_controls(gxx, tmp_path):
-    from tinyforge.firmware import c_comment, c_string
+    from tinyforge.project.templates import c_comment, c_string
     text = "line1\nline2\r\t\x01\"\\?\u00fc end\\"
     source = tmp_path / "s.cpp"
     source.write_text(f"// {c_comment(text)}\n#include <cstdio>\n"
@@ -159,8 +157,8 @@ def test_c_string_escapes_newlines_and_controls(gxx, tmp_path):
 
 def test_rendered_project_passes_platformio_check_for_every_board(tinyforge, models, tmp_path,
                                                                   cli_env):
-    from tinyforge import boards
-    for board in boards.load_all():
+    from tinyforge.board import profiles
+    for board in profiles.load_all():
         project = tmp_path / board.id
         result = tinyforge("build", "--board", board.id, "--model", models / "conv_int8.tflite",
                            "--project-dir", project, "--no-compile")

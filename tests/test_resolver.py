@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinyforge import resolver
+from tinyforge.board import resolver
 from tinyforge.errors import ResolverTableError
 
 # A header in the shape of TFLM's micro_mutable_op_resolver.h (methods with default

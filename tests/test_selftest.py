@@ -1,4 +1,4 @@
-"""The self-test firmware (firmware_templates/selftest) and tinyforge.selftest.
+"""The self-test firmware (firmware_templates/selftest) and tinyforge.flows.selftest.
 
 Rendering is checked on its own; the rest builds the firmware with real `pio run` (offline:
 dead proxy), runs it in real QEMU and talks to it through pyserial over TCP. A firmware with
@@ -14,52 +14,56 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tinyforge import __version__, boards, emulator, pio, protocol, selftest
-from tinyforge.commands import selftest as selftest_command
-from tinyforge.errors import PackageUnavailableError
-
 from qemu_support import block_network, require_emulator, seeded_core
+
+from tinyforge import __version__
+from tinyforge.board import profiles
+from tinyforge.commands import selftest as selftest_command
+from tinyforge.device import emulator, protocol
+from tinyforge.errors import PackageUnavailableError
+from tinyforge.flows import selftest
+from tinyforge.project import selftest as selftest_project
+from tinyforge.toolchain import pio
 
 
 @pytest.fixture(scope="module")
 def board():
-    return boards.load_board("qemu-m4")
+    return profiles.load_board("qemu-m4")
 
 
 # --- the documented stand-in model -----------------------------------------------------------
 
 def test_reference_model_sums_every_fourth_input_and_clamps():
     data = bytes(range(16))  # in[i] = i
-    assert selftest.reference_model(data) == [0 + 4 + 8 + 12, 1 + 5 + 9 + 13, 2 + 6 + 10 + 14,
+    assert selftest_project.reference_model(data) == [0 + 4 + 8 + 12, 1 + 5 + 9 + 13, 2 + 6 + 10 + 14,
                                               3 + 7 + 11 + 15]
-    assert selftest.reference_model(bytes([0x7F] * 16)) == [127] * 4
-    assert selftest.reference_model(bytes([0x80] * 16)) == [-128] * 4
-    assert selftest.reference_model(bytes([0xFF, 2] + [0] * 14)) == [-1, 2, 0, 0]
+    assert selftest_project.reference_model(bytes([0x7F] * 16)) == [127] * 4
+    assert selftest_project.reference_model(bytes([0x80] * 16)) == [-128] * 4
+    assert selftest_project.reference_model(bytes([0xFF, 2] + [0] * 14)) == [-1, 2, 0, 0]
 
 
 def test_model_hash_is_the_sha256_of_the_word_selftest():
-    assert selftest.MODEL_SHA256 == hashlib.sha256(b"selftest").hexdigest()
+    assert selftest_project.MODEL_SHA256 == hashlib.sha256(b"selftest").hexdigest()
 
 
 # --- rendering -------------------------------------------------------------------------------
 
 def test_rendering_is_deterministic_and_complete(board, tmp_path):
-    first = selftest.project_files(board)
-    assert first == selftest.project_files(board)
+    first = selftest_project.project_files(board)
+    assert first == selftest_project.project_files(board)
     for needed in ("platformio.ini", "src/selftest.cpp", "src/selftest_config.h",
                    "src/board_runtime.h", "src/tf_protocol.cpp", "src/qemu_m4_startup.cpp"):
         assert needed in first
     config = first["src/selftest_config.h"].decode()
-    assert selftest.MODEL_SHA256 in config
-    assert f"kMaxLineLength = {selftest.MAX_LINE_LENGTH};" in config
+    assert selftest_project.MODEL_SHA256 in config
+    assert f"kMaxLineLength = {selftest_project.MAX_LINE_LENGTH};" in config
     ini = first["platformio.ini"].decode()
     assert "platform = symlink://" in ini and "board = qemu-m4" in ini
     assert "lib_deps" not in ini  # no TFLM
 
-    plan = selftest.render_project(tmp_path / "p", board)
+    plan = selftest_project.render_project(tmp_path / "p", board)
     assert set(plan.actions.values()) == {"create"}
-    again = selftest.render_project(tmp_path / "p", board)
+    again = selftest_project.render_project(tmp_path / "p", board)
     assert set(again.actions.values()) == {"identical"}
 
 
@@ -69,7 +73,7 @@ def test_selftest_on_a_real_board_needs_its_packages_and_says_so_in_seconds(tmp_
     monkeypatch.setenv("PLATFORMIO_CORE_DIR", str(tmp_path / "empty-core"))
     started = time.monotonic()
     with pytest.raises(PackageUnavailableError) as caught:
-        selftest.run_selftest(boards.load_board("nano33ble"), project_dir=tmp_path / "p")
+        selftest.run_selftest(profiles.load_board("nano33ble"), project_dir=tmp_path / "p")
     assert time.monotonic() - started < 30
     assert "platforms/nordicnrf52" in caught.value.details
     assert (tmp_path / "p" / "src" / "board_runtime_arduino.cpp").is_file()
@@ -136,7 +140,7 @@ def test_a_firmware_with_a_wrong_model_fails_the_inference_check(board, tmp_path
     require_emulator()
     block_network(monkeypatch)
     project = tmp_path / "p"
-    selftest.render_project(project, board)
+    selftest_project.render_project(project, board)
     sketch = project / "src" / "selftest.cpp"
     text = sketch.read_text()
     broken = text.replace("int32_t sum = 0;", "int32_t sum = 1;")
@@ -170,6 +174,6 @@ def test_selftest_command_prints_a_json_report(board, tmp_path_factory, tmp_path
 
 def test_protocol_lines_the_selftest_sends_fit_the_firmware_limit():
     longest = protocol.encode_echo(0xFFFFFFFF, b"\xff" * selftest._max_echo_payload())
-    assert len(longest) - len(protocol.HOST_EOL) <= selftest.MAX_LINE_LENGTH
+    assert len(longest) - len(protocol.HOST_EOL) <= selftest_project.MAX_LINE_LENGTH
     too_long = protocol.encode_echo(0xFFFFFFFF, b"\xff" * (selftest._max_echo_payload() + 1))
-    assert len(too_long) - len(protocol.HOST_EOL) > selftest.MAX_LINE_LENGTH
+    assert len(too_long) - len(protocol.HOST_EOL) > selftest_project.MAX_LINE_LENGTH

@@ -34,9 +34,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 
 def _build(directory: Path) -> None:
+    import keras
     import numpy as np
     import tensorflow as tf
-    import keras
 
     keras.utils.set_random_seed(1)
 

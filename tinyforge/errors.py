@@ -11,6 +11,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_DEVICE_ERROR = 2
+EXIT_VALIDATION_FAILED = 3
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -59,6 +60,10 @@ class UnsupportedOpsError(InputError):
 
 class UnsupportedFeatureError(InputError):
     """The model uses a feature the board's TFLM version would compute wrongly."""
+
+
+class DeviceMeasurementUnavailable(InputError):
+    """`--arena device` was asked for but the emulated target cannot be built here."""
 
 
 class HostRuntimeError(InputError):
@@ -126,3 +131,9 @@ class DeviceError(TinyforgeError):
     """The board, its serial port or the emulator misbehaved."""
 
     exit_code = EXIT_DEVICE_ERROR
+
+
+class ValidationFailed(TinyforgeError):
+    """The board's outputs differ from the host's beyond the tolerance."""
+
+    exit_code = EXIT_VALIDATION_FAILED

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 
 from .errors import ChildProcessFailed, ChildTimeoutError, ToolMissingError
 
-log = logging.getLogger("tinyforge.proc")
+log = logging.getLogger(__name__)
 
 # How many trailing output lines an error keeps to show the user.
 TAIL_LINES = 25

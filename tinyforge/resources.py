@@ -29,6 +29,11 @@ def templates_dir() -> Path:
     return _resource_dir("firmware_templates")
 
 
+def platforms_dir() -> Path:
+    """tinyforge's own PlatformIO dev-platforms (qemu_m4), referenced as `symlink://`."""
+    return PACKAGE_DIR / "toolchain" / "platforms"
+
+
 def example_dir() -> Path:
     """The bundled example model (trained by examples/gesture/train.py)."""
     return PACKAGE_DIR / "example"

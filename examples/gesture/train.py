@@ -205,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tinyforge.boards import load_board
-    from tinyforge.model.compat import per_channel_fc_supported
+    from tinyforge.board.profiles import load_board
     from tinyforge.model.accuracy import compare
+    from tinyforge.model.compat import per_channel_fc_supported
     from tinyforge.model.convert import convert
     from tinyforge.resources import example_dir
 

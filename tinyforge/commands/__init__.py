@@ -1,0 +1,1 @@
+"""One module per command: parse options, call one flow, print the result."""

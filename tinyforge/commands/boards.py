@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .. import boards
+from ..board import profiles
 
 
 def register(subparsers, parents) -> None:
@@ -15,12 +15,12 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    profiles = boards.load_all()
+    known = profiles.load_all()
     if args.json:
-        print(json.dumps([b.summary() for b in profiles], indent=2))
+        print(json.dumps([b.summary() for b in known], indent=2))
         return 0
-    width = max(len(b.id) for b in profiles)
-    for board in profiles:
+    width = max(len(b.id) for b in known)
+    for board in known:
         kind = "emulated" if board.emulated else board.platformio["platform"]
         print(f"{board.id:<{width}}  {board.name}  ({board.mcu}, "
               f"{board.flash_bytes // 1024} KB flash, {board.ram_bytes // 1024} KB RAM; {kind})")

@@ -45,7 +45,7 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from .. import build
+    from ..flows import build
 
     options = build.BuildOptions(
         board=args.board, model=args.model, calibration=args.calibration,

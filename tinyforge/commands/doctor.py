@@ -19,7 +19,7 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from ..doctor import run_checks
+    from ..flows.doctor import run_checks
 
     checks = run_checks(tflm=args.tflm, network=not args.offline)
     if args.json:

@@ -20,9 +20,9 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from .. import flash, monitor
-    from ..device_link import SerialSource
-    from ..last_build import find
+    from ..device.sources import SerialSource
+    from ..flows import flash, monitor
+    from ..project.last_build import find
 
     build = find(args.project_dir, args.board)
     options = monitor.MonitorOptions(

@@ -25,7 +25,7 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from ..inspection import inspect_model, summary_lines
+    from ..flows.inspection import inspect_model, summary_lines
 
     report = inspect_model(args.model, board_id=args.board, tflm=args.tflm, arena=args.arena)
     if args.json:

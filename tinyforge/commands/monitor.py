@@ -18,13 +18,13 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from .. import monitor
-    from ..device_link import SerialSource, source_for
-    from ..last_build import find
+    from ..device.sources import SerialSource, source_for
+    from ..flows import monitor
+    from ..project.last_build import find
 
     if args.port and args.project_dir is None and args.board:
         # A bare `monitor --board B --port P` works without a build (nothing to compare with).
-        from ..boards import load_board
+        from ..board.profiles import load_board
         board, elf, manifest = load_board(args.board), None, None
     else:
         build = find(args.project_dir, args.board)

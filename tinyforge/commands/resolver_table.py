@@ -22,9 +22,9 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from ..render import atomic_write_text
-    from ..resolver import find_header, render_table, table_from_tree
-    from ..tflm_source import resolve_tflm_source
+    from ..board.resolver import find_header, render_table, table_from_tree
+    from ..board.tflm_source import resolve_tflm_source
+    from ..project.writer import atomic_write_text
 
     root = resolve_tflm_source(args.tflm)
     table = table_from_tree(root, args.library, args.library_version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-log = logging.getLogger("tinyforge.selftest")
+log = logging.getLogger(__name__)
 
 
 def register(subparsers, parents) -> None:
@@ -33,11 +33,12 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from .. import boards, selftest
-    from ._device import port_chooser
+    from ..board import profiles
     from ..errors import EXIT_DEVICE_ERROR, EXIT_OK
+    from ..flows import selftest
+    from ._device import port_chooser
 
-    board = boards.load_board(args.board)
+    board = profiles.load_board(args.board)
     options = {"echo_frames": args.frames} if args.frames is not None else {}
     report = selftest.run_selftest(board, project_dir=args.project_dir, core_dir=args.core_dir,
                                    seed=args.seed, port=args.port, ask=port_chooser(),

@@ -17,9 +17,9 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from .. import pio_core
+    from ..toolchain import offline_core
 
-    report = pio_core.setup(args.core_dir)
+    report = offline_core.setup(args.core_dir)
     for action, name, path in report.actions:
         print(f"{action:<9}  {name}  {path}")
     state = "prepared" if report.changed else "already prepared"

@@ -32,7 +32,7 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
-    from .. import validate
+    from ..flows import validate
 
     report = validate.validate_last_build(
         project_dir=args.project_dir, board_id=args.board, port=args.port, data=args.data,

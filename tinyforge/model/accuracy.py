@@ -28,7 +28,7 @@ from .reader import TensorInfo, inspect_bytes
 
 __all__ = ["AccuracyReport", "FloatReference", "OutputAccuracy", "compare"]
 
-log = logging.getLogger("tinyforge.accuracy")
+log = logging.getLogger(__name__)
 
 _INTEGER_TYPES = ("int8", "uint8", "int16")
 

@@ -23,7 +23,7 @@ from typing import Callable
 from ..errors import HostRuntimeError
 from . import host_runtime
 
-log = logging.getLogger("tinyforge.arena")
+log = logging.getLogger(__name__)
 
 ALIGNMENT = 16
 # Margin on the host figure: 10% plus 1 KiB (see the module docstring and docs/arena.md).

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..boards import Board
+from ..board.profiles import Board
+from ..board.resolver import ResolverTable
 from ..errors import ModelTypeError, UnsupportedFeatureError, UnsupportedOpsError
-from ..resolver import ResolverTable
 from .reader import ModelInfo
 
 # Tensor types the int8 firmware path expects at the model's edges.

@@ -31,15 +31,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import proc
-from ..errors import (ChildTimeoutError, ConversionError, ModelFileError, TinyforgeError,
-                      ToolMissingError)
+from ..errors import (
+    ChildTimeoutError,
+    ConversionError,
+    ModelFileError,
+    TinyforgeError,
+    ToolMissingError,
+)
 from . import calibration as calib
 from ._convert_child import EXIT_REPORTED
 from .accuracy import FloatReference
 
 __all__ = ["ConversionResult", "QUANTIZE_MODES", "convert", "source_kind"]
 
-log = logging.getLogger("tinyforge.convert")
+log = logging.getLogger(__name__)
 
 QUANTIZE_MODES = ("int8", "float32")
 # TensorFlow's import alone takes ~3 s; a small model converts in about a second. Large

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..boards import Board
+from ..board.profiles import Board
 from ..errors import DoesNotFitError
 
 

@@ -1,0 +1,198 @@
+"""`tinyforge build` as a library: model -> checks -> arena -> fit -> project -> PlatformIO.
+
+Every check runs before anything is written or compiled, so bad input never leaves a
+half-made project behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import resources
+from ..board import profiles
+from ..board.tflm_source import resolve_tflm_source
+from ..errors import CalibrationError, InputError, ModelFileError
+from ..model import checks, compat, fit, host_runtime, reader
+from ..project import firmware, last_build, writer
+from ..toolchain import pio
+
+log = logging.getLogger(__name__)
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+DEFAULT_BOARD = "nano33ble"
+EXAMPLE_MODEL = "gesture_int8.tflite"
+
+
+@dataclass
+class BuildOptions:
+    board: str = DEFAULT_BOARD
+    model: Path | None = None
+    calibration: Path | None = None
+    labels: Path | None = None
+    demo_input: Path | None = None
+    quantize: str = "int8"
+    project_dir: Path | None = None
+    tflm: Path | None = None
+    compile: bool = True
+    force: bool = False
+    overwrite: bool = False
+    arena: str = "auto"   # "auto", "host" or "device" (docs/arena.md)
+
+
+@dataclass
+class BuildResult:
+    project_dir: Path
+    board: profiles.Board
+    model: checks.PreparedModel
+    plan: writer.RenderPlan
+    labels: list[str]
+    build: pio.BuildReport | None = None
+
+    def to_json(self) -> dict:
+        model = self.model
+        return {
+            "project_dir": str(self.project_dir), "board": self.board.id,
+            "model": {"name": model.info.name, "sha256": model.info.sha256,
+                      "bytes": model.info.size},
+            "ops": [op.name for op in model.ops],
+            "arena": model.arena.to_json() if model.arena else None,
+            "fit": model.fit.to_json() if model.fit else None,
+            "conversion": model.conversion,
+            "files": self.plan.actions,
+            "build": self.build.to_json() if self.build else None,
+        }
+
+
+def build(options: BuildOptions) -> BuildResult:
+    """Render (and unless `compile=False`, build) the firmware project for a model."""
+    board = profiles.load_board(options.board)
+    tflm_root = resolve_tflm_source(options.tflm)
+    source = options.model or resources.example_dir() / EXAMPLE_MODEL
+    labels_path, labels = _labels(options)
+    with tempfile.TemporaryDirectory(prefix="tinyforge-") as workdir:
+        data, conversion = _tflite_bytes(source, options, board, Path(workdir))
+    prepared = checks.prepare(data, source.name, board, quantize=options.quantize,
+                              tflm_root=tflm_root, strict=True, force=options.force)
+    prepared.conversion = conversion
+    _check_labels(labels, labels_path, prepared.info)
+    demo = _demo_input(options, prepared.info)
+    project_dir = Path(options.project_dir or last_build.DEFAULT_ROOT / board.id)
+    _device_arena(prepared, board, tflm_root, options, project_dir)
+    inputs = firmware.FirmwareInputs(
+        board=board, model=data, info=prepared.info, ops=prepared.ops,
+        resolver=prepared.resolver, arena=prepared.arena, labels=labels, demo_input=demo,
+        tflm_source=tflm_root)
+    plan = writer.write(project_dir, firmware.project_files(inputs), firmware.manifest(inputs),
+                        overwrite=options.overwrite)
+    result = BuildResult(project_dir, board, prepared, plan, labels)
+    core_dir = pio.core_dir_for(board)
+    pio.validate_project(project_dir, core_dir)
+    if options.compile:
+        pio.check_packages(board, project_dir, core_dir, local_tflm=tflm_root is not None)
+        log.info("building with PlatformIO in %s...", project_dir)
+        result.build = pio.build(project_dir, board, core_dir,
+                                 on_line=pio.progress_logger("build"))
+    return result
+
+
+def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_root: Path | None,
+                  options: BuildOptions, project_dir: Path) -> None:
+    """Replace the host arena estimate by a measurement on the emulated Cortex-M4 if possible."""
+    from . import device_arena
+
+    # For the emulated board itself, measuring in the project compiles TFLM once for both
+    # builds; that render refuses to replace files the user edited, like the final one.
+    measure_in = project_dir if board.id == device_arena.MEASURE_BOARD else None
+    plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in,
+                               overwrite=options.overwrite)
+    if plan is prepared.arena:
+        return
+    prepared.arena = plan
+    prepared.fit = fit.estimate(board, model_bytes=prepared.info.size,
+                                op_count=len(prepared.ops), arena_bytes=plan.arena_bytes)
+    if not options.force:
+        fit.check(prepared.fit, board, prepared.info.name)
+
+
+def _tflite_bytes(source: Path, options: BuildOptions, board: profiles.Board,
+                  workdir: Path) -> tuple[bytes, dict | None]:
+    """The .tflite to build: read as is, or converted from Keras/SavedModel (with a report of
+    the int8 model's accuracy against the float model on the calibration samples)."""
+    if not source.exists():
+        raise ModelFileError(f"model {source} does not exist", hint="check the path given to --model")
+    if not (source.is_dir() or source.suffix.lower() in KERAS_SUFFIXES):
+        # A .tflite, or a file of another name that must prove it is one.
+        data, _ = reader.read_model_file(source)
+        return data, None
+    from ..model import accuracy, convert
+
+    result = convert.convert(source, calibration=options.calibration, quantize=options.quantize,
+                             output=workdir / "model.tflite",
+                             per_channel_dense=compat.per_channel_fc_supported(board))
+    data = result.output.read_bytes()
+    report = result.to_json()
+    report["summary"] = [f"{result.source_kind} -> {result.quantize} .tflite "
+                         f"({result.model_bytes:,} B) in {result.seconds:.1f} s"]
+    if result.reference is not None:
+        measured = accuracy.compare(data, result.reference, model_name=source.name)
+        report["accuracy"] = measured.to_json()
+        report["summary"].append(measured.summary())
+    return data, report
+
+
+def _labels(options: BuildOptions) -> tuple[Path | None, list[str]]:
+    path = options.labels
+    if path is None and options.model is None:
+        path = resources.example_dir() / "labels.txt"
+    if path is None:
+        return None, []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"labels file {path} does not exist", hint="check --labels") from None
+    except UnicodeDecodeError:
+        raise InputError(f"labels file {path} is not UTF-8 text",
+                         hint="save it as UTF-8, one label per line") from None
+    return path, [line for line in text.splitlines() if line.strip()]
+
+
+def _check_labels(labels: list[str], path: Path | None, info: reader.ModelInfo) -> None:
+    if not labels:
+        return
+    classes = info.outputs[0].shape[-1] if info.outputs and info.outputs[0].shape else 0
+    if len(labels) != classes:
+        raise InputError(f"labels file {path} has {len(labels)} labels but the model's first "
+                         f"output has {classes} values",
+                         hint="give one label per output class, in output order")
+
+
+def _demo_input(options: BuildOptions, info: reader.ModelInfo) -> bytes | None:
+    path = options.demo_input
+    if path is None and options.model is None:
+        path = resources.example_dir() / "demo_input.npy"
+    if path is None:
+        return None
+    if len(info.inputs) != 1:
+        raise InputError("a demo input can only be given for a model with one input tensor")
+    tensor = info.inputs[0]
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"cannot read demo input {path}: {exc}",
+                               hint="give a .npy array shaped like the model's input") from None
+    if values.size != tensor.element_count:
+        raise CalibrationError(
+            f"demo input {path} has {values.size} values; the model's input "
+            f"{tensor.shape} needs {tensor.element_count}",
+            hint="save one sample shaped like the model's input with numpy.save")
+    if tensor.dtype == "float32":
+        return np.asarray(values, dtype="<f4").tobytes()
+    if values.dtype.kind == "f":
+        quantization = host_runtime.Quantization(tensor.scale, tensor.zero_point, tensor.dtype)
+        return quantization.quantize(values.reshape(-1)).tobytes()
+    return np.asarray(values, dtype=tensor.dtype).tobytes()

@@ -1,0 +1,84 @@
+"""`tinyforge inspect` as a library: everything about a .tflite for one board, in one report.
+
+Nothing here imports TensorFlow. Unlike `build`, a failing check does not stop the report:
+unsupported ops, a host-runtime failure and a misfit are all listed together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..board import profiles
+from ..board.tflm_source import resolve_tflm_source
+from ..errors import ModelFileError
+from ..model import checks, fit, reader
+
+
+def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
+                  arena: str = "auto") -> dict:
+    """The inspection report of the model at `path` for `board_id` (see docs/cli.md)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        raise ModelFileError(f"{path} is a Keras/SavedModel model; inspect reads .tflite files",
+                             hint=f"convert it first: tinyforge build --model {path} "
+                                  "--calibration SAMPLES --no-compile")
+    board = profiles.load_board(board_id)
+    data, _ = reader.read_model_file(path)
+    tflm_root = resolve_tflm_source(tflm)
+    prepared = checks.prepare(data, path.name, board, tflm_root=tflm_root, strict=False)
+    if prepared.arena is not None and not prepared.unsupported_ops:
+        from . import device_arena
+        prepared.arena = device_arena.choose(prepared, board, tflm_root, arena)
+        prepared.fit = fit.estimate(board, model_bytes=prepared.info.size,
+                                    op_count=len(prepared.ops),
+                                    arena_bytes=prepared.arena.arena_bytes)
+    report = prepared.info.to_json()
+    report.update({
+        "board": board.id,
+        "tflm": f"{prepared.resolver.library} {prepared.resolver.version}",
+        "resolver_methods": {op.name: op.method for op in prepared.ops},
+        "unsupported_ops": prepared.unsupported_ops,
+        "unsupported_features": prepared.unsupported_features,
+        "host_run": {"ok": prepared.host_error is None, "error": prepared.host_error},
+        "arena_bytes": prepared.arena.arena_bytes if prepared.arena else None,
+        "arena": prepared.arena.to_json() if prepared.arena else None,
+        "fit": prepared.fit.to_json() if prepared.fit else None,
+        "fits": bool(prepared.fit and prepared.fit.fits and not prepared.unsupported_ops
+                     and not prepared.unsupported_features),
+    })
+    return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The human-readable form of an inspection report."""
+    lines = [
+        f"model      {report['model']}  {report['model_bytes']:,} B  sha256 {report['sha256']}",
+        f"schema     v{report['schema_version']}, {len(report['subgraphs'])} subgraph(s), "
+        f"tensor types: {', '.join(report['tensor_dtypes'])}",
+    ]
+    for kind in ("inputs", "outputs"):
+        for tensor in report[kind]:
+            quant = (f" scale {tensor['scale']:.6g} zero_point {tensor['zero_point']}"
+                     if tensor["scale"] is not None else "")
+            lines.append(f"{kind[:-1]:<10} {tensor['name']}: {tensor['dtype']} "
+                         f"{tensor['shape']}{quant}")
+    lines.append(f"ops        {', '.join(report['ops']) or '(none)'}")
+    board = f"board      {report['board']} ({report['tflm']})"
+    lines.append(board)
+    if report["unsupported_ops"]:
+        lines.append(f"UNSUPPORTED by {report['tflm']}: {', '.join(report['unsupported_ops'])}")
+    for feature in report["unsupported_features"]:
+        lines.append(f"WRONG on {report['tflm']}: {feature}")
+    if not report["host_run"]["ok"]:
+        lines.append("host TFLM  FAILED:")
+        lines.extend(f"  {line}" for line in report["host_run"]["error"].splitlines())
+    if report["arena"]:
+        lines.append(f"arena      {report['arena_bytes']:,} B ({report['arena']['note']})")
+    if report["fit"]:
+        fit = report["fit"]
+        lines.append(f"flash      ~{fit['flash_total']:,} of {fit['flash_limit']:,} B"
+                     f"{'' if fit['fits_flash'] else '  DOES NOT FIT'}")
+        lines.append(f"RAM        ~{fit['ram_total']:,} of {fit['ram_limit']:,} B"
+                     f"{'' if fit['fits_ram'] else '  DOES NOT FIT'}")
+    lines.append(f"verdict    {'fits and runs' if report['fits'] else 'NOT buildable as is'}")
+    return lines

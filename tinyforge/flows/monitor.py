@@ -1,0 +1,230 @@
+"""`tinyforge monitor` as a library: a live view of what the firmware reports.
+
+Protocol messages become a human view (or one JSON object per message, or CSV rows of
+results); every other line is the device's own log and passes through. The monitor warns
+when the board runs another model or protocol than the last build, survives a reset or an
+unplug by waiting for the port to come back, and stops after `count` results or `timeout`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from ..device import protocol
+from ..device.conversation import Conversation
+from ..device.sources import LinkSource
+from ..errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+# Ask for the BOOT message again when the board says nothing for this long after opening:
+# on USB boards the monitor usually opens the port long after the board booted.
+HELLO_AFTER_S = 0.5
+DEFAULT_RECONNECT_S = 30.0
+
+
+@dataclass
+class MonitorOptions:
+    json: bool = False
+    csv: Path | None = None
+    count: int | None = None        # stop after this many results
+    timeout: float | None = None    # stop after this many seconds
+    expected_sha256: str | None = None
+    labels: list[str] = field(default_factory=list)
+    reconnect_timeout: float = DEFAULT_RECONNECT_S
+
+
+@dataclass
+class MonitorSummary:
+    results: int = 0
+    errors: int = 0
+    boots: int = 0
+    corrupt: int = 0
+    reconnects: int = 0
+    seconds: float = 0.0
+
+
+def run(source: LinkSource, options: MonitorOptions, out: TextIO = sys.stdout) -> MonitorSummary:
+    """Monitor until `count`/`timeout` (or Ctrl-C, which propagates after the port is closed)."""
+    view = _View(options, out)
+    summary = view.summary
+    started = time.monotonic()
+    deadline = started + options.timeout if options.timeout else None
+    link = source.open()
+    try:
+        conversation = Conversation(link)
+        asked_hello = False
+        while not view.done():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            try:
+                events = conversation.poll(0.2)
+            except (OSError, _serial_exception()) as exc:
+                link = _reconnect(source, link, exc, options, deadline, summary)
+                conversation = Conversation(link)
+                asked_hello = False
+                continue
+            for event in events:
+                view.show(event)
+            if (not asked_hello and not summary.boots
+                    and time.monotonic() - started >= HELLO_AFTER_S):
+                conversation.send(protocol.encode("HELLO"))
+                asked_hello = True
+    finally:
+        source.close(link)
+        view.close()
+    summary.seconds = time.monotonic() - started
+    if options.count is not None and summary.results < options.count:
+        raise DeviceError(f"only {summary.results} of {options.count} results arrived within "
+                          f"{options.timeout:g} s",
+                          hint="is the firmware running inferences? `tinyforge monitor` "
+                               "without --count shows what it sends")
+    return summary
+
+
+def _reconnect(source: LinkSource, link, exc: Exception, options: MonitorOptions,
+               deadline: float | None, summary: MonitorSummary):
+    source.close(link)
+    wait = options.reconnect_timeout
+    if deadline is not None:
+        wait = min(wait, max(0.0, deadline - time.monotonic()))
+    log.warning("the board went away (%s); waiting up to %g s for it to come back", exc, wait)
+    new_link = source.reopen(time.monotonic() + wait)
+    if new_link is None:
+        raise DeviceError(f"the board vanished and did not come back within {wait:g} s",
+                          hint="check the cable; after a crash, double-tap reset and run "
+                               "`tinyforge flash` again")
+    summary.reconnects += 1
+    log.warning("reconnected")
+    return new_link
+
+
+def _serial_exception():
+    import serial
+    return serial.SerialException
+
+
+class _View:
+    """Renders events as text, JSON lines or CSV rows, and keeps the counts."""
+
+    def __init__(self, options: MonitorOptions, out: TextIO):
+        self.options = options
+        self.out = out
+        self.summary = MonitorSummary()
+        self.csv_file = None
+        self.csv_writer = None
+        if options.csv:
+            self.csv_file = open(options.csv, "w", newline="", encoding="utf-8")
+            self.csv_writer = csv.writer(self.csv_file)
+            self.csv_writer.writerow(["seq", "src", "us", "top_index", "top_label", "top_score",
+                                      "outputs"])
+
+    def done(self) -> bool:
+        return self.options.count is not None and self.summary.results >= self.options.count
+
+    def close(self) -> None:
+        if self.csv_file:
+            self.csv_file.close()
+
+    def show(self, event: protocol.Event) -> None:
+        if isinstance(event, protocol.UnsupportedVersion):
+            raise DeviceError(
+                f"the firmware speaks protocol version {event.version}; this tinyforge speaks "
+                f"version {protocol.VERSION}",
+                hint="rebuild and flash the firmware with this tinyforge (`tinyforge build` "
+                     "then `tinyforge flash`), or use the tinyforge that built it")
+        if self.done():
+            return
+        counter = {protocol.Boot: "boots", protocol.Result: "results",
+                   protocol.DeviceErrorMessage: "errors", protocol.Corrupt: "corrupt"}
+        name = counter.get(type(event))
+        if name:
+            setattr(self.summary, name, getattr(self.summary, name) + 1)
+        if isinstance(event, protocol.Boot):
+            self._check_boot(event)
+        if isinstance(event, protocol.Result) and self.csv_writer:
+            self._csv_row(event)
+        if self.options.json:
+            print(json.dumps(to_json(event)), file=self.out, flush=True)
+        else:
+            text = self._text(event)
+            if text is not None:
+                print(text, file=self.out, flush=True)
+
+    def _check_boot(self, boot: protocol.Boot) -> None:
+        expected = self.options.expected_sha256
+        if expected and boot.model_sha256 != expected:
+            log.warning("warning: the board runs a different model (sha256 %s…) than the last "
+                        "build (%s…); run `tinyforge flash` to update it",
+                        boot.model_sha256[:12], expected[:12])
+
+    def _text(self, event: protocol.Event) -> str | None:
+        if isinstance(event, protocol.Boot):
+            status = "ready" if event.ok else "FAILED TO START"
+            tensors = ", ".join(f"{t.dtype}[{'x'.join(map(str, t.shape))}]"
+                                for t in event.inputs + event.outputs)
+            return (f"boot  {event.board}: {status}; model {event.model_sha256[:12]}…, arena "
+                    f"{event.arena_bytes} B (used {event.arena_used_bytes}), {event.ops} ops"
+                    + (f", {tensors}" if tensors else "") + f", firmware {event.firmware}")
+        if isinstance(event, protocol.Result):
+            return f"#{event.seq:<5} {event.src:<4} {event.us:>8} µs  {self._outputs(event)}"
+        if isinstance(event, protocol.DeviceErrorMessage):
+            seq = "-" if event.seq is None else event.seq
+            return f"ERROR #{seq} {event.code} (status {event.status}): {event.msg}"
+        if isinstance(event, protocol.DeviceLog):
+            return f"| {event.text}"
+        if isinstance(event, protocol.Corrupt):
+            log.warning("dropped a corrupted line (%s)", event.reason)
+            return None
+        if isinstance(event, protocol.Echo):
+            return f"echo  #{event.seq} {len(event.data)} bytes"
+        if isinstance(event, protocol.OtherMessage):
+            return f"{event.type.lower():<5} " + " ".join(f"{k}={v}" for k, v in event.fields.items())
+        return None
+
+    def _outputs(self, result: protocol.Result) -> str:
+        top = top_class(result, self.options.labels)
+        if top is not None:
+            index, label, score = top
+            return f"{label} {score:.3f}"
+        values = [", ".join(f"{v:.4g}" for v in output.f[:8]) + (" …" if len(output.f) > 8 else "")
+                  for output in result.outputs]
+        return "  ".join(f"[{v}]" for v in values)
+
+    def _csv_row(self, result: protocol.Result) -> None:
+        top = top_class(result, self.options.labels)
+        index, label, score = top if top else ("", "", "")
+        flat = " ".join(",".join(repr(v) for v in output.f) for output in result.outputs)
+        self.csv_writer.writerow([result.seq, result.src, result.us, index, label, score, flat])
+        self.csv_file.flush()
+
+
+def top_class(result: protocol.Result, labels: list[str]) -> tuple[int, str, float] | None:
+    """(index, label, score) when the result is one class vector, else None."""
+    if len(result.outputs) != 1 or len(result.outputs[0].f) < 2:
+        return None
+    scores = result.outputs[0].f
+    index = max(range(len(scores)), key=scores.__getitem__)
+    label = labels[index] if index < len(labels) else f"class {index}"
+    return index, label, scores[index]
+
+
+def to_json(event: protocol.Event) -> dict:
+    data = dataclasses.asdict(event)
+    data["type"] = {protocol.Boot: "boot", protocol.Result: "result",
+                    protocol.DeviceErrorMessage: "error", protocol.Echo: "echo",
+                    protocol.DeviceLog: "log", protocol.Corrupt: "corrupt",
+                    protocol.OtherMessage: "message"}.get(type(event), type(event).__name__)
+    if isinstance(event, protocol.Echo):
+        data["data"] = event.data.hex()
+    return data
+
+

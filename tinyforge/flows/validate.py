@@ -1,0 +1,281 @@
+"""`tinyforge validate` as a library: does the board compute what the model computes on the PC?
+
+Input vectors go to the firmware over serial (IN messages); its outputs (RES) are compared
+with the host TFLM runtime's outputs for the very same quantized bytes. The report counts
+exact matches, the largest and mean difference in LSB and after dequantization, top-1
+agreement for classifiers and the on-device latency; a tolerance (`max_lsb`, 0 by default
+for integer outputs) decides pass or fail.
+
+The self-test firmware (no TFLM) answers IN with a documented stand-in model; the same code
+path validates it against `selftest.reference_model`, so the whole send/receive/compare
+path is tested without a TFLM tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..device import protocol
+from ..device.conversation import Conversation
+from ..errors import CalibrationError, DeviceError, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+BOOT_TIMEOUT_S = 10.0
+ANSWER_TIMEOUT_S = 10.0
+DEFAULT_RANDOM_SAMPLES = 32
+DEFAULT_MAX_ABS_FLOAT = 1e-4
+_NUMPY_TYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "int32": np.int32,
+                "float32": np.float32}
+
+
+@dataclass
+class ValidationReport:
+    samples: int
+    exact_matches: int
+    max_lsb: int | None
+    mean_lsb: float | None
+    max_abs: float
+    mean_abs: float
+    top1_agreement: float | None
+    latency_us: dict[str, float]
+    max_lsb_allowed: int
+    max_abs_allowed: float
+    passed: bool
+    reference: str
+    mismatches: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        lines = [f"samples        {self.samples} (reference: {self.reference})",
+                 f"exact matches  {self.exact_matches} of {self.samples}"]
+        if self.max_lsb is not None:
+            lines.append(f"difference     max {self.max_lsb} LSB, mean {self.mean_lsb:.4f} LSB "
+                         f"(allowed {self.max_lsb_allowed} LSB)")
+        lines.append(f"dequantized    max {self.max_abs:.6g}, mean {self.mean_abs:.6g}")
+        if self.top1_agreement is not None:
+            lines.append(f"top-1 agree    {100 * self.top1_agreement:.1f}%")
+        latency = self.latency_us
+        lines.append(f"latency        min {latency['min']:.0f} µs, median {latency['median']:.0f}"
+                     f" µs, max {latency['max']:.0f} µs (on the device)")
+        for mismatch in self.mismatches[:5]:
+            lines.append(f"  sample {mismatch['sample']} output {mismatch['output']}: device "
+                         f"{mismatch['device'][:8]} host {mismatch['host'][:8]}")
+        lines.append("PASS" if self.passed else "FAIL: the board differs from the host beyond "
+                     "the tolerance")
+        return lines
+
+
+class Reference:
+    """Computes the expected raw outputs for raw input bytes."""
+
+    name = "reference"
+
+    def outputs(self, batch: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        raise NotImplementedError
+
+
+class ModelReference(Reference):
+    """The host TFLM runtime running the same .tflite."""
+
+    def __init__(self, model: bytes, model_name: str, output_count: int):
+        self.model, self.model_name, self.output_count = model, model_name, output_count
+        self.name = f"host TFLM running {model_name}"
+
+    def outputs(self, batch):
+        from ..model import host_runtime
+        return host_runtime.run_batch(self.model, batch, self.output_count, self.model_name)
+
+
+class SelftestReference(Reference):
+    """The self-test firmware's documented stand-in model."""
+
+    name = "the self-test firmware's stand-in model (selftest.reference_model)"
+
+    def outputs(self, batch):
+        from .selftest import reference_model
+        return [[np.array(reference_model(inputs[0].astype(np.int8).tobytes()), dtype=np.int8)]
+                for inputs in batch]
+
+
+def wait_for_boot(conversation: Conversation) -> protocol.Boot:
+    conversation.send(protocol.encode("HELLO"))
+    boot = conversation.wait_for(lambda e: isinstance(e, (protocol.Boot,
+                                                          protocol.UnsupportedVersion)),
+                                 timeout=BOOT_TIMEOUT_S, what="BOOT message")
+    if isinstance(boot, protocol.UnsupportedVersion):
+        raise DeviceError(f"the firmware speaks protocol version {boot.version}, this tinyforge "
+                          f"speaks {protocol.VERSION}",
+                          hint="rebuild and flash the firmware with this tinyforge")
+    if not boot.ok:
+        raise DeviceError("the firmware could not start its model (BOOT status=error)",
+                          details=conversation.describe_tail(),
+                          hint="`tinyforge monitor` shows the firmware's ERR message")
+    return boot
+
+
+def samples_from_file(path: Path, spec: protocol.TensorSpec) -> list[np.ndarray]:
+    """Input vectors from .npy/.npz: floats are quantized with the input's scale/zero point."""
+    from ..model.calibration import load_array, match_input_shape
+
+    array = match_input_shape(load_array(path), list(spec.shape), path)
+    dtype = _NUMPY_TYPES[spec.dtype]
+    if array.dtype.kind == "f":
+        if spec.dtype == "float32":
+            return list(array.astype(np.float32))
+        if not spec.scale:
+            raise CalibrationError(f"{path}: the model input is {spec.dtype} without a scale; "
+                                   f"give {spec.dtype} values")
+        info = np.iinfo(dtype)
+        quantized = np.round(array / spec.scale) + spec.zero_point
+        return list(np.clip(quantized, info.min, info.max).astype(dtype))
+    if array.dtype != dtype:
+        raise CalibrationError(f"{path} holds {array.dtype} values; the model input is "
+                               f"{spec.dtype}",
+                               hint=f"give float values (quantized by tinyforge) or {spec.dtype}")
+    return list(array)
+
+
+def random_samples(spec: protocol.TensorSpec, count: int, seed: int) -> list[np.ndarray]:
+    """Random inputs over the whole quantized range (or a normal distribution for floats)."""
+    rng = np.random.default_rng(seed)
+    shape = (count, *spec.shape[1:]) if spec.shape else (count,)
+    dtype = _NUMPY_TYPES[spec.dtype]
+    if spec.dtype == "float32":
+        return list(rng.normal(size=shape).astype(np.float32))
+    info = np.iinfo(dtype)
+    return list(rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype))
+
+
+def run(conversation: Conversation, boot: protocol.Boot, samples: list[np.ndarray],
+        reference: Reference, *, max_lsb: int = 0,
+        max_abs: float = DEFAULT_MAX_ABS_FLOAT) -> ValidationReport:
+    """Send every sample, compare the answers with `reference`, and report."""
+    if len(boot.inputs) != 1:
+        raise DeviceError("validate supports firmware with exactly one input tensor")
+    spec = boot.inputs[0]
+    batch = [[np.asarray(s, dtype=_NUMPY_TYPES[spec.dtype]).reshape(spec.shape)]
+             for s in samples]
+    device = [_ask(conversation, seq, inputs[0]) for seq, inputs in enumerate(batch)]
+    expected = reference.outputs(batch)
+    return _compare(device, expected, boot, reference.name, max_lsb, max_abs)
+
+
+def _ask(conversation: Conversation, seq: int, values: np.ndarray) -> protocol.Result:
+    conversation.send(protocol.encode_input(seq, values.tobytes()))
+    answer = conversation.wait_for(
+        lambda e: isinstance(e, (protocol.Result, protocol.DeviceErrorMessage))
+        and e.seq == seq and getattr(e, "src", "host") == "host",
+        timeout=ANSWER_TIMEOUT_S, what=f"answer to input #{seq}")
+    if isinstance(answer, protocol.DeviceErrorMessage):
+        raise DeviceError(f"the firmware refused input #{seq}: {answer.code} ({answer.msg})",
+                          details=conversation.describe_tail())
+    return answer
+
+
+def _compare(device: list[protocol.Result], expected: list[list[np.ndarray]],
+             boot: protocol.Boot, reference_name: str, max_lsb: int,
+             max_abs: float) -> ValidationReport:
+    lsb_diffs, abs_diffs, float_diffs, mismatches, exact, top1 = [], [], [], [], 0, []
+    for index, (result, host_outputs) in enumerate(zip(device, expected)):
+        same = True
+        for output, (values, host, spec) in enumerate(zip(result.outputs, host_outputs,
+                                                          boot.outputs)):
+            host = np.asarray(host).reshape(-1)
+            host_float = _dequantize(host, spec)
+            abs_diffs.extend(np.abs(np.asarray(values.f) - host_float).tolist())
+            if values.q is not None:
+                diff = np.abs(np.asarray(values.q, dtype=np.int64) - host.astype(np.int64))
+                lsb_diffs.extend(diff.tolist())
+                differs = bool(diff.any())
+            else:  # a float output: no LSB, compare values
+                diff = np.abs(np.asarray(values.f) - host_float)
+                float_diffs.extend(diff.tolist())
+                differs = bool(np.any(diff > max_abs))
+            if differs:
+                same = False
+                mismatches.append({"sample": index, "output": output,
+                                   "device": values.q if values.q is not None else values.f,
+                                   "host": host.tolist()})
+        exact += same
+        if len(result.outputs) == 1 and len(result.outputs[0].f) > 1:
+            top1.append(int(np.argmax(result.outputs[0].f)) == int(np.argmax(host_outputs[0])))
+    latencies = [r.us for r in device] or [0]
+    passed = ((not lsb_diffs or max(lsb_diffs) <= max_lsb)
+              and (not float_diffs or max(float_diffs) <= max_abs))
+    return ValidationReport(
+        samples=len(device), exact_matches=exact,
+        max_lsb=max(lsb_diffs) if lsb_diffs else None,
+        mean_lsb=statistics.fmean(lsb_diffs) if lsb_diffs else None,
+        max_abs=max(abs_diffs) if abs_diffs else 0.0,
+        mean_abs=statistics.fmean(abs_diffs) if abs_diffs else 0.0,
+        top1_agreement=(sum(top1) / len(top1)) if top1 else None,
+        latency_us={"min": min(latencies), "median": statistics.median(latencies),
+                    "max": max(latencies)},
+        max_lsb_allowed=max_lsb, max_abs_allowed=max_abs, passed=passed,
+        reference=reference_name, mismatches=mismatches[:20])
+
+
+def _dequantize(values: np.ndarray, spec: protocol.TensorSpec) -> np.ndarray:
+    if spec.dtype == "float32" or not spec.scale:
+        return values.astype(np.float64)
+    return (values.astype(np.float64) - spec.zero_point) * spec.scale
+
+
+def check(report: ValidationReport) -> None:
+    if not report.passed:
+        raise ValidationFailed(
+            f"{report.samples - report.exact_matches} of {report.samples} samples differ "
+            f"from the host beyond the tolerance (max {report.max_lsb} LSB, allowed "
+            f"{report.max_lsb_allowed})",
+            hint="CMSIS-NN kernels may differ from TFLM's reference kernels by 1 LSB on some "
+                 "outputs; pass --max-lsb 1 if that is acceptable for your application")
+
+
+
+def validate_last_build(*, project_dir: Path | None = None, board_id: str | None = None,
+                        port: str | None = None, data: Path | None = None,
+                        random_count: int | None = None, seed: int = 0, max_lsb: int = 0,
+                        max_abs: float = DEFAULT_MAX_ABS_FLOAT, ask=None) -> ValidationReport:
+    """Validate the firmware of the last build (a board, or QEMU for emulated boards)."""
+    from ..device.sources import source_for
+    from ..project import last_build
+
+    build = last_build.find(project_dir, board_id)
+    source = source_for(build.board, build.elf, port, ask=ask)
+    link = source.open()
+    try:
+        conversation = Conversation(link)
+        boot = wait_for_boot(conversation)
+        reference = _reference_for(boot, build)
+        spec = boot.inputs[0]
+        if data is not None:
+            samples = samples_from_file(data, spec)
+        else:
+            samples = random_samples(spec, random_count or DEFAULT_RANDOM_SAMPLES, seed)
+        log.info("validating %d inputs against %s", len(samples), reference.name)
+        return run(conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs)
+    finally:
+        source.close(link)
+
+
+def _reference_for(boot: protocol.Boot, build) -> Reference:
+    from .selftest import MODEL_SHA256 as SELFTEST_SHA256
+
+    if boot.model_sha256 == SELFTEST_SHA256:
+        return SelftestReference()
+    if build.model_sha256 != boot.model_sha256:
+        raise DeviceError(
+            f"the board runs another model (sha256 {boot.model_sha256[:12]}…) than the last "
+            f"build ({(build.model_sha256 or '?')[:12]}…); its results cannot be compared",
+            hint="flash the last build first: `tinyforge flash`")
+    from ..model.reader import read_model_file
+    model, info = read_model_file(build.model_path)
+    return ModelReference(model, build.manifest["model"]["name"], len(info.outputs))

@@ -1,0 +1,85 @@
+"""The checks a model goes through for a board, before anything is rendered or compiled.
+
+Used by `build` (strict: the first failure raises) and `inspect` (lenient: every finding is
+recorded so that one report shows all the problems).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..board import profiles
+from ..board.resolver import ResolverTable, load_table, table_from_tree
+from ..errors import InputError
+from . import arena as arena_mod
+from . import compat, fit, reader
+from .arena import ArenaPlan
+from .compat import ResolvedOp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedModel:
+    """A .tflite model with everything checked: what `inspect` reports and `build` renders."""
+
+    data: bytes
+    info: reader.ModelInfo
+    resolver: ResolverTable
+    ops: list[ResolvedOp]
+    unsupported_ops: list[str]
+    unsupported_features: list[str]
+    arena: ArenaPlan | None = None
+    fit: fit.FitReport | None = None
+    host_error: str | None = None
+    conversion: dict | None = None
+
+
+def prepare(data: bytes, name: str, board: profiles.Board, *, quantize: str = "int8",
+            tflm_root: Path | None = None, strict: bool, force: bool = False) -> PreparedModel:
+    """Inspect and check a .tflite for a board.
+
+    strict=True (build) raises on the first failing check; strict=False (inspect) records
+    what fails and carries on.
+    """
+    info = reader.inspect_bytes(data, name)
+    table = resolver_table(board, tflm_root)
+    ops, unsupported = compat.resolve_ops(info, table)
+    if strict:
+        compat.check_ops(info, table, board.id)
+        compat.check_features(info, board)
+        compat.check_io_types(info, quantize)
+    prepared = PreparedModel(data, info, table, ops, unsupported,
+                             compat.unsupported_features(info, board))
+    try:
+        # The measurement's first run is the dry run: a model TFLM cannot run fails there,
+        # with TFLM's own words (fp16 weights, a missing kernel, ...).
+        host = arena_mod.measure_on_host(data, name)
+    except InputError as error:
+        if strict:
+            raise
+        prepared.host_error = "\n".join(filter(None, [error.message, error.details]))
+        return prepared
+    prepared.arena = arena_mod.plan_from_host(host)
+    prepared.fit = fit.estimate(board, model_bytes=info.size, op_count=len(ops),
+                                arena_bytes=prepared.arena.arena_bytes)
+    if strict:
+        if force and not prepared.fit.fits:
+            log.warning("warning: the firmware may not fit the board; building anyway (--force)")
+        elif not force:
+            fit.check(prepared.fit, board, name)
+    return prepared
+
+
+def resolver_table(board: profiles.Board, tflm_root: Path | None) -> ResolverTable:
+    """The board's op->method table; a local TFLM tree's own header wins when given."""
+    table = load_table(board.tflm["resolver_table"], board.path.parent)
+    if tflm_root is None:
+        return table
+    from_tree = table_from_tree(tflm_root, board.tflm["library"], "local tree")
+    if (from_tree.builtin, from_tree.custom) != (table.builtin, table.custom):
+        log.warning("note: the TFLM tree at %s registers ops differently from %s %s; using the "
+                    "tree's resolver methods", tflm_root, table.library, table.version)
+    return from_tree

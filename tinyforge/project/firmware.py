@@ -1,0 +1,115 @@
+"""The files of a model firmware project, rendered from `firmware_templates/`.
+
+`project_files()` turns checked inputs (board, model, resolved ops, arena plan, labels, demo
+input) into {relative path: bytes}; `render.write()` puts them on disk. Everything here is a
+pure function of its inputs: no timestamps, no absolute paths except those the user chose
+(a local TFLM tree), sorted iteration everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from ..board.profiles import Board
+from ..board.resolver import ResolverTable
+from ..model.arena import ArenaPlan
+from ..model.compat import ResolvedOp
+from ..model.reader import ModelInfo, TensorInfo
+from . import templates
+
+PROTOCOL_VERSION = 1
+_PROJECT_TEMPLATES = "project"
+# Bytes of an IN message around its hex payload: "!tf1 IN seq=4294967295 data=" + " *crc\r\n".
+_LINE_OVERHEAD = 64
+
+
+@dataclass(frozen=True)
+class FirmwareInputs:
+    board: Board
+    model: bytes
+    info: ModelInfo
+    ops: list[ResolvedOp]
+    resolver: ResolverTable
+    arena: ArenaPlan
+    labels: list[str]
+    demo_input: bytes | None     # raw bytes of all input tensors, or None
+    tflm_source: Path | None     # a local TFLM library tree instead of the pinned dependency
+
+
+def project_files(inputs: FirmwareInputs) -> dict[str, bytes]:
+    """Every file of the project, keyed by its path relative to the project root."""
+    files = templates.render_tree(_PROJECT_TEMPLATES, _context(inputs), inputs.board)
+    files[".tinyforge/model.tflite"] = inputs.model
+    return files
+
+
+def manifest(inputs: FirmwareInputs) -> dict:
+    """What the project was made from; `flash`, `monitor` and `validate` read it back."""
+    info = inputs.info
+    return {
+        "tinyforge_version": __version__,
+        "protocol_version": PROTOCOL_VERSION,
+        "board": inputs.board.id,
+        "environment": inputs.board.id,
+        "model": {"name": info.name, "sha256": info.sha256, "bytes": info.size,
+                  "path": ".tinyforge/model.tflite"},
+        "ops": [op.name for op in inputs.ops],
+        "arena": inputs.arena.to_json_stable(),
+        "tflm": {"library": inputs.resolver.library, "version": inputs.resolver.version,
+                 "dependency": tflm_dependency(inputs.board, inputs.tflm_source)},
+        "labels": inputs.labels,
+        "demo_input": inputs.demo_input is not None,
+    }
+
+
+def tflm_dependency(board: Board, tflm_source: Path | None) -> str:
+    """The lib_deps entry: the pinned library, or a local tree given by the user."""
+    library = board.tflm["library"]
+    if tflm_source is not None:
+        return f"{library}=symlink://{Path(tflm_source).resolve()}"
+    return f"{library}={board.tflm['source']}"
+
+
+def _context(inputs: FirmwareInputs) -> dict:
+    board, info = inputs.board, inputs.info
+    input_bytes = sum(t.byte_size for t in info.inputs)
+    pio = board.platformio
+    extra_options = dict(pio.get("extra_options", {}))
+    if board.tflm.get("exclude_sources"):
+        extra_options["custom_tflm_exclude"] = list(board.tflm["exclude_sources"])
+    return {
+        "version": __version__,
+        "board": board,
+        "platform": templates.platform_spec(board),
+        "tflm_dependency": tflm_dependency(board, inputs.tflm_source),
+        "tflm_include": board.tflm.get("include", ""),
+        "build_flags": list(pio.get("build_flags", [])) + list(board.tflm.get("build_flags", [])),
+        "build_unflags": list(pio.get("build_unflags", [])),
+        "extra_options": sorted(extra_options.items()),
+        "model": info,
+        "model_array": templates.c_byte_array(inputs.model),
+        "ops": inputs.ops,
+        "resolver": inputs.resolver,
+        "resolver_origin": _origin(inputs.resolver),
+        "arena": inputs.arena,
+        "resource_variables": info.resource_variables,
+        "inputs": [_tensor_context(t) for t in info.inputs],
+        "outputs": [_tensor_context(t) for t in info.outputs],
+        "input_bytes": input_bytes,
+        "max_line_length": 2 * input_bytes + _LINE_OVERHEAD,
+        "labels": inputs.labels,
+        "demo_input": inputs.demo_input is not None,
+        "demo_array": templates.c_byte_array(inputs.demo_input or b""),
+    }
+
+
+def _tensor_context(tensor: TensorInfo) -> dict:
+    return {"name": tensor.name, "dtype": tensor.dtype, "shape": tensor.shape,
+            "bytes": tensor.byte_size}
+
+
+def _origin(table: ResolverTable) -> str:
+    # Only the file name: an absolute path would make the project differ between machines.
+    return Path(table.source).name

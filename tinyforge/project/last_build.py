@@ -1,0 +1,78 @@
+"""The last build: what `tinyforge build` wrote, read back by flash, monitor and validate.
+
+`build` writes `.tinyforge/manifest.json` into the project; without `--project-dir`, the
+newest manifest under ./build/*/ is the last build (filtered by `--board` when given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..board import profiles
+from ..board.profiles import Board
+from ..errors import InputError
+from . import writer
+
+# Where `build` writes a project without --project-dir (build/BOARD), and so where the
+# other commands look for the last build.
+DEFAULT_ROOT = Path("build")
+
+
+@dataclass(frozen=True)
+class LastBuild:
+    project_dir: Path
+    manifest: dict
+    board: Board
+
+    @property
+    def environment(self) -> str:
+        return self.manifest.get("environment", self.board.id)
+
+    @property
+    def elf(self) -> Path:
+        return self.project_dir / ".pio" / "build" / self.environment / "firmware.elf"
+
+    @property
+    def model_sha256(self) -> str | None:
+        return self.manifest.get("model", {}).get("sha256")
+
+    @property
+    def model_path(self) -> Path | None:
+        relative = self.manifest.get("model", {}).get("path")
+        return self.project_dir / relative if relative else None
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.get("labels", []))
+
+
+def find(project_dir: Path | None = None, board_id: str | None = None) -> LastBuild:
+    """The build in `project_dir`, or the newest one under ./build/ (for `board_id`)."""
+    if project_dir is not None:
+        manifest = writer.read_manifest(Path(project_dir))
+        if manifest is None:
+            raise InputError(f"{project_dir} is not a tinyforge project (no "
+                             f"{writer.MANIFEST_PATH})",
+                             hint="run `tinyforge build` first, or give the --project-dir it "
+                                  "wrote")
+        return _last_build(Path(project_dir), manifest, board_id)
+    candidates = []
+    for path in DEFAULT_ROOT.glob(f"*/{writer.MANIFEST_PATH}"):
+        manifest = writer.read_manifest(path.parent.parent)
+        if manifest and (board_id is None or manifest.get("board") == board_id):
+            candidates.append((path.stat().st_mtime, path.parent.parent, manifest))
+    if not candidates:
+        where = f" for board '{board_id}'" if board_id else ""
+        raise InputError(f"no tinyforge build found under ./{DEFAULT_ROOT}{where}",
+                         hint="run `tinyforge build` first, or pass --project-dir")
+    _, directory, manifest = max(candidates, key=lambda c: c[0])
+    return _last_build(directory, manifest, board_id)
+
+
+def _last_build(project_dir: Path, manifest: dict, board_id: str | None) -> LastBuild:
+    built_for = manifest.get("board")
+    if board_id is not None and built_for != board_id:
+        raise InputError(f"{project_dir} was built for '{built_for}', not '{board_id}'",
+                         hint=f"run `tinyforge build --board {board_id}` or drop --board")
+    return LastBuild(project_dir, manifest, profiles.load_board(built_for))

@@ -1,0 +1,190 @@
+"""Writing a generated project: deterministic, atomic, only what changed, never over user edits.
+
+Files are rendered in memory first (interrupting that writes nothing). Then every file is
+compared with what is on disk and with the manifest of the previous render:
+
+- identical bytes on disk                  -> "identical", not touched;
+- on disk and unchanged since last render  -> "update";
+- not on disk                              -> "create";
+- on disk but edited since (or not ours)   -> "conflict": nothing is written at all, unless
+                                              `overwrite=True`.
+The writes themselves run with Ctrl-C deferred, each file through a temporary file and
+`os.replace`, and the manifest goes last; so an interrupted render leaves the previous
+project as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import ProjectError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_PATH = ".tinyforge/manifest.json"
+
+
+@dataclass
+class RenderPlan:
+    root: Path
+    actions: dict[str, str] = field(default_factory=dict)  # relative path -> action
+    stale: list[str] = field(default_factory=list)        # generated before, not any more
+
+    def paths(self, action: str) -> list[str]:
+        return sorted(p for p, a in self.actions.items() if a == action)
+
+    @property
+    def changed(self) -> list[str]:
+        return sorted(p for p, a in self.actions.items() if a in ("create", "update", "overwrite"))
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for action in self.actions.values():
+            counts[action] = counts.get(action, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(root: Path) -> dict | None:
+    path = root / MANIFEST_PATH
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ProjectError(f"the project manifest {path} is unreadable: {exc}",
+                           hint="delete it to let tinyforge regenerate the project "
+                                "(files you edited will then be reported as conflicts)") from None
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
+
+
+def plan(root: Path, files: dict[str, bytes], *, overwrite: bool = False) -> RenderPlan:
+    """Decide what to do with each file without writing anything."""
+    previous = read_manifest(root) or {}
+    previous_files: dict[str, str] = previous.get("files", {})
+    result = RenderPlan(root)
+    for relative, data in sorted(files.items()):
+        path = root / relative
+        try:
+            on_disk = path.read_bytes()
+        except FileNotFoundError:
+            result.actions[relative] = "create"
+            continue
+        except IsADirectoryError:
+            raise ProjectError(f"{path} is a directory where tinyforge writes a file",
+                               hint="move it out of the project directory") from None
+        if on_disk == data:
+            result.actions[relative] = "identical"
+        elif previous_files.get(relative) == sha256(on_disk):
+            result.actions[relative] = "update"
+        else:
+            result.actions[relative] = "overwrite" if overwrite else "conflict"
+    for relative in sorted(set(previous_files) - set(files)):
+        path = root / relative
+        if path.is_file() and sha256(path.read_bytes()) == previous_files[relative]:
+            result.stale.append(relative)
+    return result
+
+
+def _conflict(root: Path, paths: list[str]) -> ProjectError:
+    return ProjectError(
+        f"{len(paths)} generated file(s) in {root} were edited since tinyforge wrote them "
+        "(or were not written by tinyforge); nothing was changed:",
+        details="\n".join(f"  - {p}" for p in paths),
+        hint="move your changes elsewhere (e.g. a file tinyforge does not generate), or "
+             "pass --overwrite to replace them")
+
+
+def write(root: Path, files: dict[str, bytes], manifest: dict, *,
+          overwrite: bool = False) -> RenderPlan:
+    """Write `files` under `root` following `plan()`; the manifest records every file's sha256."""
+    root = Path(root)
+    _check_writable(root)
+    result = plan(root, files, overwrite=overwrite)
+    conflicts = result.paths("conflict")
+    if conflicts:
+        raise _conflict(root, conflicts)
+    manifest = dict(manifest, files={p: sha256(d) for p, d in sorted(files.items())})
+    files_to_write = {p: files[p] for p in result.changed}
+    new_manifest = manifest_bytes(manifest)
+    with _interrupts_deferred():
+        try:
+            for relative, data in files_to_write.items():
+                _atomic_write(root / relative, data)
+            for relative in result.stale:
+                (root / relative).unlink(missing_ok=True)
+            manifest_path = root / MANIFEST_PATH
+            if not manifest_path.is_file() or manifest_path.read_bytes() != new_manifest:
+                _atomic_write(manifest_path, new_manifest)
+        except PermissionError as exc:
+            raise ProjectError(f"cannot write {exc.filename}: permission denied",
+                               hint="choose a writable --project-dir") from None
+        except OSError as exc:
+            raise ProjectError(f"cannot write the project in {root}: {exc}",
+                               hint="check free disk space and permissions") from None
+    for relative, action in sorted(result.actions.items()):
+        log.debug("%-9s %s", action, relative)
+    return result
+
+
+def _check_writable(root: Path) -> None:
+    existing = root
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ProjectError(f"{existing} is not a directory", hint="choose another --project-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ProjectError(f"the project directory {root} is not writable "
+                           f"({existing} is read-only for you)",
+                           hint="choose a writable --project-dir or fix its permissions")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write one file atomically (for commands that write a single output)."""
+    _atomic_write(Path(path), text.encode("utf-8"))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends so a set of renames is never cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

@@ -1,0 +1,257 @@
+"""Driving PlatformIO: validate a project, check its packages, build it, read its report.
+
+PlatformIO never says "you are offline": a missing package makes it retry the registry for
+about 60 s and then print an empty `HTTPClientError`. So before `pio run`, tinyforge checks
+which of the board's packages are missing and, if any are, whether the registry answers
+at all (a few seconds); it refuses early with the package names and the ways out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import proc
+from ..board.profiles import Board
+from ..board.tflm_source import missing_tflm_hint
+from ..errors import (
+    ChildProcessFailed,
+    DoesNotFitError,
+    PackageUnavailableError,
+    PlatformIOError,
+    TFLMSourceError,
+    ToolMissingError,
+)
+from . import offline_core
+
+log = logging.getLogger(__name__)
+
+BUILD_TIMEOUT_S = 3600.0
+CONFIG_TIMEOUT_S = 120.0
+# Hosts `pio run` needs when a package is missing: the registry, and GitHub for git lib_deps.
+REGISTRY_HOSTS = (("api.registry.platformio.org", 443), ("github.com", 443))
+REACHABILITY_TIMEOUT_S = 3.0
+DEFAULT_CORE_DIR = Path("~/.platformio")
+# Names PlatformIO reads from the environment that would point it at another core's content.
+_CORE_LOCATION_VARS = ("PLATFORMIO_PLATFORMS_DIR", "PLATFORMIO_PACKAGES_DIR",
+                       "PLATFORMIO_GLOBALLIB_DIR", "PLATFORMIO_CACHE_DIR")
+
+_USAGE = re.compile(r"^(RAM|Flash):\s.*?([\d.]+)% \(used (\d+) bytes from (\d+) bytes\)")
+_INSTALLING = re.compile(r"(?:Platform|Tool|Library|Package) Manager: Installing (\S+)")
+_OVERFLOW = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
+_COMPILING = re.compile(r"^(Compiling|Archiving|Linking|Building|Indexing) ")
+
+
+@dataclass
+class BuildReport:
+    seconds: float
+    ram_used: int | None = None
+    ram_total: int | None = None
+    flash_used: int | None = None
+    flash_total: int | None = None
+    compiled_files: int = 0
+    firmware: str | None = None
+    lines: list[str] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict:
+        return {"seconds": round(self.seconds, 2), "ram_used": self.ram_used,
+                "ram_total": self.ram_total, "flash_used": self.flash_used,
+                "flash_total": self.flash_total, "compiled_files": self.compiled_files,
+                "firmware": self.firmware}
+
+
+def pio_argv(*args: str) -> list[str]:
+    """`python -m platformio ...` with the interpreter running tinyforge (no PATH guessing)."""
+    if importlib.util.find_spec("platformio") is None:
+        raise ToolMissingError("PlatformIO is not installed in tinyforge's environment",
+                               hint="run `make setup` (or `pip install platformio==6.2.0`)")
+    return [sys.executable, "-m", "platformio", *args]
+
+
+def environment(core_dir: Path | None) -> dict[str, str]:
+    """Child environment: the given core dir (None: the user's own), no telemetry or upgrades."""
+    core = core_dir or _user_core_dir().expanduser()
+    env = {k: v for k, v in os.environ.items() if k not in _CORE_LOCATION_VARS}
+    env.update({
+        "PLATFORMIO_CORE_DIR": str(Path(core)),
+        # The upgrade check runs at the END of a successful command and stalls ~60 s offline.
+        "PLATFORMIO_DISABLE_UPGRADE_CHECK": "true",
+        "PLATFORMIO_SETTING_ENABLE_TELEMETRY": "no",
+        "PLATFORMIO_SETTING_CHECK_PLATFORMIO_INTERVAL": "9999",
+        # Progress bars are noise in captured output.
+        "PLATFORMIO_DISABLE_PROGRESSBAR": "true",
+    })
+    return env
+
+
+def validate_project(project_dir: Path, core_dir: Path | None) -> None:
+    """`pio project config`: PlatformIO's own check of the rendered platformio.ini."""
+    proc.run(pio_argv("project", "config", "-d", str(project_dir)), timeout=CONFIG_TIMEOUT_S,
+             env=environment(core_dir), what="PlatformIO project check",
+             failure_hint="the generated platformio.ini is invalid; please report this")
+
+
+def core_dir_for(board: Board) -> Path | None:
+    """Emulated boards build in tinyforge's own core dir; real boards in the user's."""
+    return offline_core.core_dir() if board.emulated else None
+
+
+def missing_packages(board: Board, project_dir: Path, core_dir: Path | None,
+                     *, local_tflm: bool) -> list[str]:
+    """The board's PlatformIO packages (and TFLM library) not installed yet."""
+    core = (core_dir or _user_core_dir()).expanduser()
+    missing = [entry for entry in board.platformio.get("packages", [])
+               if not (core / entry).exists()]
+    if not local_tflm:
+        libdeps = project_dir / ".pio" / "libdeps" / board.id / board.tflm["library"]
+        if not libdeps.exists():
+            missing.append(f"library {board.tflm['library']} ({board.tflm['source']})")
+    return missing
+
+
+def registry_reachable(timeout: float = REACHABILITY_TIMEOUT_S) -> bool:
+    deadline = time.monotonic() + timeout
+    for host, port in REGISTRY_HOSTS:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=remaining):
+                pass
+        except OSError:
+            return False
+    return True
+
+
+def check_packages(board: Board, project_dir: Path, core_dir: Path | None,
+                   *, local_tflm: bool) -> None:
+    """Make sure `pio run` will not stall on the registry: fail in seconds instead."""
+    if board.emulated:
+        # The emulated target's packages come from this machine, never from the registry.
+        offline_core.setup(core_dir, require_qemu=False)
+    missing = missing_packages(board, project_dir, core_dir, local_tflm=local_tflm)
+    if not missing:
+        return
+    log.info("PlatformIO will download: %s", ", ".join(missing))
+    if registry_reachable():
+        return
+    if board.emulated:
+        raise TFLMSourceError(
+            f"the TFLM library for '{board.id}' is not available and GitHub cannot be reached "
+            f"to download {board.tflm['library']}",
+            hint=missing_tflm_hint(board.id))
+    raise PackageUnavailableError(
+        f"PlatformIO needs {len(missing)} package(s) for '{board.id}' that are not installed, "
+        "and its registry cannot be reached:",
+        details="\n".join(f"  - {m}" for m in missing),
+        hint=_offline_hint(board))
+
+
+def build(project_dir: Path, board: Board, core_dir: Path | None, *,
+          on_line: Callable[[str], None] | None = None,
+          timeout: float = BUILD_TIMEOUT_S) -> BuildReport:
+    """`pio run` in the project; returns PlatformIO's RAM/Flash figures."""
+    started = time.monotonic()
+    report = BuildReport(seconds=0.0)
+    watcher = _OutputWatcher(report, on_line)
+    try:
+        proc.run(pio_argv("run", "-d", str(project_dir), "-e", board.id), timeout=timeout,
+                 env=environment(core_dir), on_line=watcher, what="PlatformIO build")
+    except ChildProcessFailed as failure:
+        raise _explain_failure(failure, watcher, board) from None
+    report.seconds = time.monotonic() - started
+    firmware = project_dir / ".pio" / "build" / board.id / "firmware.elf"
+    report.firmware = str(firmware) if firmware.exists() else None
+    return report
+
+
+# How often a long build says how far it got.
+PROGRESS_EVERY_FILES = 25
+
+
+def progress_logger(what: str) -> Callable[[str], None]:
+    """An `on_line` for `build()`: every line at debug level, and at info level a count of
+    compiled files every so often plus the lines that matter (linking, usage, errors)."""
+    compiled = 0
+
+    def on_line(line: str) -> None:
+        nonlocal compiled
+        log.debug("  pio: %s", line)
+        if line.startswith("Compiling "):
+            compiled += 1
+            if compiled % PROGRESS_EVERY_FILES == 0:
+                log.info("  %s: %d files compiled...", what, compiled)
+        elif line.startswith(("Linking", "RAM:", "Flash:")) or " error" in line.lower():
+            log.info("  %s", line)
+
+    return on_line
+
+
+class _OutputWatcher:
+    """Streams `pio run` output, keeping what the summary and error messages need."""
+
+    def __init__(self, report: BuildReport, on_line):
+        self.report = report
+        self.on_line = on_line
+        self.installing: str | None = None
+        self.overflows: list[tuple[str, int]] = []
+        self.errors: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.report.lines.append(line)
+        if (match := _USAGE.match(line)):
+            used, total = int(match.group(3)), int(match.group(4))
+            if match.group(1) == "RAM":
+                self.report.ram_used, self.report.ram_total = used, total
+            else:
+                self.report.flash_used, self.report.flash_total = used, total
+        elif (match := _INSTALLING.search(line)):
+            self.installing = match.group(1)
+        elif (match := _OVERFLOW.search(line)):
+            self.overflows.append((match.group(1), int(match.group(2))))
+        elif _COMPILING.match(line):
+            self.report.compiled_files += line.startswith("Compiling ")
+        if "error:" in line or "Error:" in line or "Error " in line:
+            self.errors.append(line)
+        if self.on_line:
+            self.on_line(line)
+
+
+def _explain_failure(failure: ChildProcessFailed, watcher: _OutputWatcher,
+                     board: Board) -> Exception:
+    lines = watcher.report.lines
+    if any("HTTPClientError" in line for line in lines):
+        package = watcher.installing or "a package"
+        return PackageUnavailableError(
+            f"PlatformIO could not download {package} (no network access to its registry)",
+            hint=_offline_hint(board))
+    if watcher.overflows:
+        details = "\n".join(f"  - {region}: over by {over:,} bytes"
+                            for region, over in watcher.overflows)
+        return DoesNotFitError(
+            f"the firmware does not fit {board.name}: the linker ran out of space",
+            details=details,
+            hint="make the model or the arena smaller; `tinyforge inspect MODEL --board "
+                 f"{board.id}` shows the estimate")
+    details = "\n".join((watcher.errors or lines)[-20:])
+    return PlatformIOError(f"PlatformIO build failed (exit status {failure.returncode})",
+                           returncode=failure.returncode, details=details,
+                           hint="run with --verbose to see the whole build output")
+
+
+def _offline_hint(board: Board) -> str:
+    return ("connect to the internet once and build again (PlatformIO keeps what it downloads), "
+            "or build offline for the emulated board: `tinyforge build --board qemu-m4 --tflm "
+            "PATH`; `--no-compile` renders and checks without building")
+
+
+def _user_core_dir() -> Path:
+    return Path(os.environ.get("PLATFORMIO_CORE_DIR") or DEFAULT_CORE_DIR)
