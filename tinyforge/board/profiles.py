@@ -212,9 +212,18 @@ def _validate_fields(section, table, fields) -> list[str]:
     return problems
 
 
+# `sensors.inputs`: the sensor pipelines the board's firmware can feed (docs/pipeline.md).
+SENSOR_INPUTS = ("imu", "microphone")
+
+
 def _validate_sensors(table) -> list[str]:
-    return [f"'sensors.{rev}' must be a list of part names" for rev, parts in table.items()
-            if not (isinstance(parts, list) and all(isinstance(p, str) for p in parts))]
+    problems = [f"'sensors.{rev}' must be a list of part names" for rev, parts in table.items()
+                if not (isinstance(parts, list) and all(isinstance(p, str) for p in parts))]
+    unknown = [i for i in table.get("inputs", []) if i not in SENSOR_INPUTS]
+    if unknown and not problems:
+        problems.append(f"'sensors.inputs' has unknown inputs {unknown}; use "
+                        f"{', '.join(SENSOR_INPUTS)}")
+    return problems
 
 
 def _validate_values(data, path: Path) -> list[str]:
