@@ -16,8 +16,9 @@ from .checks import board_inputs, check_pipeline, pipeline_for_board
 from .config import CONFIG_NAME, KINDS, read_config
 from .derive import Pipeline, TensorSpec, load_pipeline
 from .readers import AudioRecording, ImuRecording, read_recording
-from .reference import PipelineRun, compute, features, features_many, run
+from .reference import PipelineRun, compute, compute_many, features, features_many, run
 
 __all__ = ["CONFIG_NAME", "KINDS", "AudioRecording", "ImuRecording", "Pipeline",
            "PipelineRun", "TensorSpec", "board_inputs", "check_pipeline", "compute",
-           "features", "features_many", "load_pipeline", "pipeline_for_board", "read_config", "read_recording", "run"]
+           "compute_many", "features", "features_many", "load_pipeline", "pipeline_for_board",
+           "read_config", "read_recording", "run"]

@@ -47,12 +47,21 @@ def features(source: Any, pipeline: Pipeline, *, rate_hz: float | None = None,
 def features_many(sources: Sequence[Any], pipeline: Pipeline, *, rate_hz: float | None = None,
                   in_process: bool | None = None) -> list[np.ndarray]:
     """`features()` of many recordings; audio runs the frontend once for all of them."""
+    return [r.inputs for r in compute_many(sources, pipeline, rate_hz=rate_hz,
+                                           in_process=in_process)]
+
+
+def compute_many(sources: Sequence[Any], pipeline: Pipeline, *, rate_hz: float | None = None,
+                 in_process: bool | None = None) -> list[PipelineRun]:
+    """`compute()` of many recordings; audio runs the frontend once for all of them (one
+    TensorFlow child process instead of one per recording)."""
     recordings = [as_recording(s, pipeline, rate_hz=rate_hz) for s in sources]
     if pipeline.kind != "microphone":
-        return [compute(r, pipeline).inputs for r in recordings]
+        return [compute(r, pipeline) for r in recordings]
     frames = audio.frontend([r.samples for r in recordings], pipeline.microphone.frontend,
                             in_process=in_process)
-    return [_shaped(audio.from_frames(f, pipeline).inputs, pipeline) for f in frames]
+    return [_audio_run(r, audio.from_frames(f, pipeline), pipeline)
+            for r, f in zip(recordings, frames)]
 
 
 def compute(source: Any, pipeline: Pipeline, *, rate_hz: float | None = None,
@@ -63,7 +72,11 @@ def compute(source: Any, pipeline: Pipeline, *, rate_hz: float | None = None,
         result = imu.run(recording.counts, recording.rate_mhz, pipeline)
         return PipelineRun(pipeline, recording, _shaped(result.inputs, pipeline),
                            result.times_ms, result.ends, resampled=result.resampled)
-    result = audio.run(recording.samples, pipeline, in_process=in_process)
+    return _audio_run(recording, audio.run(recording.samples, pipeline, in_process=in_process),
+                      pipeline)
+
+
+def _audio_run(recording, result, pipeline: Pipeline) -> PipelineRun:
     return PipelineRun(pipeline, recording, _shaped(result.inputs, pipeline), result.times_ms,
                        result.ends, frames=result.frames)
 
