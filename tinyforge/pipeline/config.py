@@ -82,7 +82,7 @@ KEYS: dict[str, dict[str, Key]] = {
     },
     "decisions": {
         "enabled": Key("bool"),
-        "average_ms": Key("int", 1, 60000),
+        "average_ms": Key("int", 0, 60000),   # 0: each inference decides alone
         # A score above 255/256 cannot exist, so such a threshold would never fire.
         "threshold": Key("number", 0, 255 / 256, low_exclusive=True, high_exclusive=True),
         "minimum_count": Key("int", 1, 1000),
@@ -265,3 +265,15 @@ def _fmt(value: float | None) -> str:
     if value is None:
         return "any"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def find_config(*folders: Path | None) -> Path | None:
+    """The tinyforge.toml of the first folder that has one (beside the model, then the
+    project). Two different files are refused rather than one silently preferred."""
+    found = [Path(f) / CONFIG_NAME for f in folders if f is not None]
+    found = [p for p in dict.fromkeys(found) if p.is_file()]
+    if len(found) > 1 and len({p.read_bytes() for p in found}) > 1:
+        raise PipelineConfigError(
+            f"two different pipeline files apply: {found[0]} and {found[1]}",
+            hint="keep one of them, or name the one to use with --config")
+    return found[0] if found else None

@@ -211,10 +211,8 @@ def derive(values: ConfigValues, info: ModelInfo | None, kind: str) -> Pipeline:
     else:
         settings, spec = _derive_microphone(resolver, tensor, info)
         pipeline = Pipeline(kind=kind, input=spec, microphone=settings)
-    decisions, output, classes = _derive_decisions(resolver, info, kind)
-    capacity = 0
-    if decisions is not None:
-        capacity = _result_capacity(resolver, decisions, pipeline)
+    resolver.raise_problems()  # the decisions' defaults depend on valid sensor settings
+    decisions, output, classes, capacity = _derive_decisions(resolver, info, pipeline)
     resolver.raise_problems()
     return Pipeline(kind=kind, input=spec, output=output, imu=pipeline.imu,
                     microphone=pipeline.microphone, decisions=decisions, classes=classes,
@@ -339,7 +337,9 @@ def _derive_imu(r: _Resolver, tensor: TensorInfo | None) -> tuple[ImuSettings, T
     if tensor is not None:
         shape = tuple(tensor.shape)
         window_model, axis_count = imu_layout(shape, configured_axes)
-        axes = r.pick("imu.axes", model=_default_axes(axis_count, shape))
+        axes = configured_axes or r.pick("imu.axes", model=_default_axes(axis_count, shape))
+        if configured_axes:
+            r.origins["imu.axes"] = "file"
         if len(axes) != axis_count:
             r.problem("imu.axes", f"names {len(axes)} axes but the model's input "
                                   f"{list(shape)} has {axis_count} per sample")
@@ -495,10 +495,12 @@ def classifier_classes(output: TensorInfo) -> int | None:
     return None
 
 
-def _derive_decisions(r: _Resolver, info: ModelInfo | None, kind: str):
+def _derive_decisions(r: _Resolver, info: ModelInfo | None, pipeline: Pipeline):
+    """(settings, output spec, classes, queue capacity), or Nones when there are none."""
+    none = None, None, None, 0
     explicit = r.values.has_table("decisions")
     if not r.pick("decisions.enabled", default=True):
-        return None, None, None
+        return none
     classes, output = None, None
     if info is not None and info.outputs:
         first = info.outputs[0]
@@ -510,18 +512,25 @@ def _derive_decisions(r: _Resolver, info: ModelInfo | None, kind: str):
                     f"{first.dtype} {list(first.shape)}, not [1, classes] with 2..{MAX_CLASSES} "
                     "classes of int8, uint8 or float32",
                     hint="remove [decisions] from tinyforge.toml, or set decisions.enabled = false")
-            return None, None, None
+            return none
         output = TensorSpec.of(first)
     elif info is None and not explicit:
-        return None, None, None
-    defaults = DecisionSettings()
-    settings = DecisionSettings(**{item.name: r.pick(f"decisions.{item.name}",
-                                                     default=getattr(defaults, item.name))
-                                   for item in fields(DecisionSettings)})
+        return none
+    # A triggered IMU pipeline runs once per gesture: each inference decides on its own.
+    triggered = pipeline.imu is not None and pipeline.imu.trigger is not None
+    defaults = DecisionSettings(average_ms=0, minimum_count=1) if triggered else DecisionSettings()
+    average_ms = r.pick("decisions.average_ms", default=defaults.average_ms)
+    capacity = average_ms // pipeline.inference_period_ms + 1
+    minimum = r.pick("decisions.minimum_count", default=min(defaults.minimum_count, capacity))
+    settings = DecisionSettings(
+        average_ms=average_ms, minimum_count=minimum,
+        threshold=r.pick("decisions.threshold", default=defaults.threshold),
+        suppression_ms=r.pick("decisions.suppression_ms", default=defaults.suppression_ms),
+        background=r.pick("decisions.background", default=defaults.background))
     if classes is not None and settings.background >= classes:
         r.problem("decisions.background", f"is {settings.background} but the model has "
                                           f"{classes} classes (0..{classes - 1}; -1 for none)")
-    return settings, output, classes
+    return settings, output, classes, _result_capacity(r, settings, pipeline)
 
 
 def _result_capacity(r: _Resolver, decisions: DecisionSettings, pipeline: Pipeline) -> int:

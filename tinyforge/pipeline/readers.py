@@ -384,10 +384,12 @@ def _array_axes(arrays, values: np.ndarray, path, pipeline) -> tuple[str, ...]:
     elif values.ndim == 2 and values.shape[1] == len(pipeline.imu.axes):
         names = pipeline.imu.axes
     else:
-        raise RecordingError(
-            f"{path or 'the array'}: an IMU recording is [N, 6] (ax, ay, az, gx, gy, gz) or "
-            f"[N, {len(pipeline.imu.axes)}] ({', '.join(pipeline.imu.axes)}); found "
-            f"{list(values.shape)}", hint="or save the column names under 'axes'")
+        shapes = "[N, 6] (ax, ay, az, gx, gy, gz)"
+        if len(pipeline.imu.axes) != len(imu_mod.AXES):
+            shapes += f" or [N, {len(pipeline.imu.axes)}] ({', '.join(pipeline.imu.axes)})"
+        raise RecordingError(f"{path}: an IMU recording for this pipeline is {shapes}; found "
+                             f"{list(values.shape)}",
+                             hint="or save the column names under 'axes' in an .npz")
     unknown = [a for a in names if a not in imu_mod.AXES]
     if unknown or len(set(names)) != len(names) or values.ndim != 2 or \
             values.shape[1] != len(names):
