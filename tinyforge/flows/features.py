@@ -71,9 +71,11 @@ class FeaturesReport:
                  f"{'config ' + report['config'] if self.config else 'defaults (no tinyforge.toml)'}"]
         rows = p.imu.window if p.imu else p.microphone.window
         unit = "samples" if p.imu else "frames"
+        triggered = p.imu is not None and p.imu.trigger is not None
+        cadence = (f"one per motion (at most one every {p.inference_period_ms} ms)" if triggered
+                   else f"one every {p.inference_period_ms} ms")
         lines.append(f"features   {report['windows']} input(s) of {report['dtype']} "
-                     f"{report['shape'][1:]} ({rows} {unit}), one every "
-                     f"{p.inference_period_ms} ms at most")
+                     f"{report['shape'][1:]} ({rows} {unit}), {cadence}")
         if report["values"]:
             v = report["values"]
             lines.append(f"values     min {v['min']:g}, max {v['max']:g}, mean {v['mean']:.3f}")
