@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import numpy as np  # noqa: E402
 from pipeline_support import GESTURE_MODEL, imu_motion, model_info, tone_audio  # noqa: E402
 
 from tinyforge.pipeline import audio, compute, features, load_pipeline  # noqa: E402

@@ -109,10 +109,6 @@ class ConfigValues:
     def has_table(self, table: str) -> bool:
         return table in self.tables
 
-    def where(self, key: str) -> str:
-        """`file: key` for messages."""
-        return f"{self.path}: {key}" if self.path else key
-
 
 def read_config(path: Path) -> ConfigValues:
     """Read and validate one tinyforge.toml; every problem names the file and the key."""
