@@ -476,6 +476,12 @@ def test_a_board_without_the_sensor_is_refused(tmp_path, monkeypatch):
     check_pipeline(load_pipeline(None, model=SPEECH), board, SPEECH)   # host: always fine
 
 
+def test_board_inputs_are_their_own_field():
+    board = profiles.load_board("nano33ble")
+    assert board.inputs == ("imu", "microphone") and set(board.sensors) == {"rev1", "rev2"}
+    assert board.summary()["inputs"] == ["imu", "microphone"]
+
+
 def test_board_profiles_name_only_known_inputs(tmp_path, monkeypatch):
     with pytest.raises(BoardProfileError) as caught:
         sensorless_board(tmp_path, monkeypatch, 'inputs = ["imu", "camera"]')

@@ -12,7 +12,7 @@ from .derive import Pipeline, TensorSpec, load_pipeline
 
 def board_inputs(board: Board) -> list[str]:
     """The sensor pipelines a board's firmware can feed: its profile's `sensors.inputs`."""
-    return list(board.sensors.get("inputs", []))
+    return list(board.inputs)
 
 
 def check_pipeline(pipeline: Pipeline, board: Board, model: ModelInfo | None = None) -> None:
