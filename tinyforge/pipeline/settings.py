@@ -52,6 +52,8 @@ def settings_files(pipeline: Pipeline) -> dict[str, str]:
     """{file name: text} of the generated settings for a sensor pipeline."""
     if pipeline.kind == "host":
         raise ValueError("the host pipeline has no device settings")
+    if pipeline.decisions is not None and not pipeline.classes:
+        raise ValueError("device settings with decisions need the model (its classes)")
     return {HEADER: _header(pipeline), SOURCE: _source(pipeline)}
 
 
