@@ -512,6 +512,15 @@ def test_settings_are_deterministic_and_state_every_number(tmp_path):
     assert "typedef int8_t PipelineValue;" in header and "kPipelineWindowValues = 96;" in header
 
 
+def test_device_files_are_the_parts_and_the_settings():
+    from tinyforge.pipeline.settings import PARTS, device_files
+
+    files = device_files(load_pipeline(None, model=GESTURE_MODEL, kind="imu"))
+    assert sorted(files) == sorted([f"src/{n}" for n in PARTS] +
+                                   ["src/pipeline_settings.h", "src/pipeline_settings.cpp"])
+    assert all(isinstance(data, bytes) and data for data in files.values())
+
+
 def test_settings_floats_read_back_exactly():
     from tinyforge.pipeline.settings import _float
 

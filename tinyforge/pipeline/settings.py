@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, resources
 from . import audio, imu
 from .derive import Pipeline
 
@@ -55,6 +55,16 @@ def settings_files(pipeline: Pipeline) -> dict[str, str]:
     if pipeline.decisions is not None and not pipeline.classes:
         raise ValueError("device settings with decisions need the model (its classes)")
     return {HEADER: _header(pipeline), SOURCE: _source(pipeline)}
+
+
+def device_files(pipeline: Pipeline, folder: str = "src") -> dict[str, bytes]:
+    """Every file a firmware with this pipeline compiles: the parts and the generated settings,
+    as {path in the project: bytes}, ready for the project writer."""
+    parts = resources.templates_dir() / "pipeline"
+    files = {f"{folder}/{name}": (parts / name).read_bytes() for name in PARTS}
+    files.update({f"{folder}/{name}": text.encode() for name, text in
+                  settings_files(pipeline).items()})
+    return dict(sorted(files.items()))
 
 
 def _banner(pipeline: Pipeline) -> str:
