@@ -1,7 +1,8 @@
 """The package layout: every module sits in the folder of the stage it serves, and imports
 point one way (docs/architecture.md):
 
-    commands, cli  ->  flows  ->  project / toolchain / device  ->  model  ->  board  ->  base
+    commands, cli  ->  flows  ->  project / toolchain / device  ->  pipeline  ->  model  ->
+    board  ->  base
 
 `device` never imports `toolchain` (a serial link needs no compiler), and nothing below the
 flows imports a flow or a command. Function-level imports count too.
@@ -24,12 +25,15 @@ ALLOWED = {
     "base": set(),
     "board": {"base"},
     "model": {"board", "base"},
+    # The sensor pipeline: its configuration, host reference and device settings.
+    "pipeline": {"model", "board", "base"},
     # The firmware a project holds speaks the serial protocol, so project may use it.
-    "project": {"device", "model", "board", "base"},
+    "project": {"pipeline", "device", "model", "board", "base"},
     "toolchain": {"board", "base"},
     "device": {"board", "base"},
-    "flows": {"project", "toolchain", "device", "model", "board", "base"},
-    "commands": {"flows", "project", "toolchain", "device", "model", "board", "base"},
+    "flows": {"project", "toolchain", "device", "pipeline", "model", "board", "base"},
+    "commands": {"flows", "project", "toolchain", "device", "pipeline", "model", "board",
+                 "base"},
     "cli": {"commands", "base"},
 }
 

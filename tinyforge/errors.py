@@ -86,6 +86,22 @@ class ConversionError(InputError):
     """TensorFlow could not convert or quantize the model."""
 
 
+class PipelineConfigError(InputError):
+    """A pipeline file (tinyforge.toml) is unreadable or has a wrong key, type or value."""
+
+
+class PipelineShapeError(InputError):
+    """The chosen sensor pipeline cannot produce the model's input (shape or type)."""
+
+
+class SensorUnavailableError(InputError):
+    """The board has no sensor for the chosen pipeline input."""
+
+
+class RecordingError(InputError):
+    """A recording (WAV, CSV, NPY/NPZ) is unreadable, too large or not what the pipeline takes."""
+
+
 class ResolverTableError(TinyforgeError):
     """The op-to-resolver table for the board's TFLM is missing or does not match TFLM's header."""
 

@@ -76,8 +76,10 @@ class Board:
     tflm: dict[str, Any]
     runtime: dict[str, Any]
     serial: dict[str, Any]
-    sensors: dict[str, list[str]]
+    sensors: dict[str, list[str]]   # revision -> parts
     path: Path = field(compare=False)
+    # `sensors.inputs`: the sensor pipelines the firmware can feed (docs/pipeline.md).
+    inputs: tuple[str, ...] = ()
 
     @property
     def flash_bytes(self) -> int:
@@ -107,7 +109,7 @@ class Board:
             "framework": self.platformio.get("framework"),
             "tflm": f'{self.tflm["library"]} {self.tflm["version"]}',
             "usb": {role: self.serial.get(f"usb_{role}") for role in ("app", "bootloader")},
-            "sensors": self.sensors,
+            "sensors": self.sensors, "inputs": list(self.inputs),
         }
 
 
@@ -161,13 +163,15 @@ def load_profile(path: Path) -> Board:
         raise BoardProfileError(f"board profile {path} is invalid",
                                 details="\n".join(f"  - {p}" for p in problems),
                                 hint="see docs/boards.md for the profile format")
+    sensors = dict(data.get("sensors", {}))
+    inputs = tuple(sensors.pop("inputs", ()))
     return Board(
         id=data["id"], name=data["name"], mcu=data["mcu"], cpu=data["cpu"],
         clock_hz=data["clock_hz"], pointer_bytes=data["pointer_bytes"],
         emulated=data.get("emulated", False), description=data.get("description", ""),
         memory=data["memory"], platformio=data["platformio"], tflm=data["tflm"],
-        runtime=data["runtime"], serial=data["serial"], sensors=data.get("sensors", {}),
-        path=path,
+        runtime=data["runtime"], serial=data["serial"], sensors=sensors,
+        path=path, inputs=inputs,
     )
 
 
@@ -212,9 +216,17 @@ def _validate_fields(section, table, fields) -> list[str]:
     return problems
 
 
+SENSOR_INPUTS = ("imu", "microphone")
+
+
 def _validate_sensors(table) -> list[str]:
-    return [f"'sensors.{rev}' must be a list of part names" for rev, parts in table.items()
-            if not (isinstance(parts, list) and all(isinstance(p, str) for p in parts))]
+    problems = [f"'sensors.{rev}' must be a list of part names" for rev, parts in table.items()
+                if not (isinstance(parts, list) and all(isinstance(p, str) for p in parts))]
+    unknown = [i for i in table.get("inputs", []) if i not in SENSOR_INPUTS]
+    if unknown and not problems:
+        problems.append(f"'sensors.inputs' has unknown inputs {unknown}; use "
+                        f"{', '.join(SENSOR_INPUTS)}")
+    return problems
 
 
 def _validate_values(data, path: Path) -> list[str]:
