@@ -57,7 +57,7 @@ class TensorMemory:
     dtype: str
     shape: tuple[int, ...]
     bytes: int           # TfLiteEvalTensorByteLength
-    kind: str            # "planned", "constant", "variable" or "empty"
+    kind: str            # "planned", "constant", "variable", "empty" or "handle"
     first: int           # first allocation scope it is alive in (-1: never touched)
     last: int            # last allocation scope it is alive in
 
@@ -278,6 +278,13 @@ def analyze(data: bytes, name: str = "model", *, kernels: str = "reference") -> 
                  for s, subgraph in enumerate(model.subgraphs or [])]
     kinds = [[_tensor_kind(model, tensor, name) for tensor in (subgraph.tensors or [])]
              for subgraph in model.subgraphs or []]
+    for s, ops in enumerate(operators):
+        for op in ops:
+            if op.op == "VAR_HANDLE":
+                # var_handle.cpp's Prepare points its output at the resource id it keeps in
+                # its op data, before planning: TFLM then sees data and does not plan it.
+                for index in op.outputs:
+                    kinds[s][index] = ("handle", kinds[s][index][1])
     scratch, unknown = memory_scratch.requests(model, operators, kernels)
     _check_intermediates(model, name)
     lifetimes = _Lifetimes(model, operators, scratch)

@@ -51,6 +51,8 @@ class MemoryPlan:
     kernels: str               # whose scratch buffers were planned around
     nodes: int = 0             # branch-and-bound nodes visited
     notes: list[str] = field(default_factory=list)
+    # The same figures for the secondary kernel set (the host runtime's), if one was given.
+    secondary: dict | None = None
 
     @property
     def improves(self) -> bool:
@@ -110,12 +112,18 @@ def buffers_as_read(graph: GraphMemory, offsets: Sequence[int], reader: str) -> 
     return result
 
 
-def plan(graph: GraphMemory, *, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
-         node_budget: int = EXACT_NODE_BUDGET,
+def plan(graph: GraphMemory, *, secondary: GraphMemory | None = None,
+         secondary_must_not_grow: bool = False,
+         time_limit_s: float = DEFAULT_TIME_LIMIT_S, node_budget: int = EXACT_NODE_BUDGET,
          iterations: int = LOCAL_SEARCH_ITERATIONS) -> MemoryPlan:
-    """The best offline plan found for `graph`, never larger than TFLM's greedy plan."""
+    """The best offline plan found for `graph`, never larger than TFLM's greedy plan.
+
+    `secondary` is the same model with another kernel set's scratch buffers (the host
+    runtime's, when `graph` is the board's): among the best plans for `graph` the smallest
+    for it wins, and with `secondary_must_not_grow` a plan that makes it larger than its own
+    greedy plan is refused.
+    """
     started = time.monotonic()
-    deadline = started + time_limit_s
     buffers = graph.buffers()
     greedy = greedy_plan(buffers).size
     bound = peak_load(buffers)
@@ -123,37 +131,44 @@ def plan(graph: GraphMemory, *, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     plannable = offline_plannable(graph)
     free = [i for i, position in enumerate(tensor_of_buffer)
             if position is not None and plannable[position]]
-    search = _Search(buffers, free, deadline)
+    others = secondary.buffers() if secondary is not None else None
+    search = _Search(buffers, free, started + time_limit_s, others, secondary_must_not_grow)
+    planned_count = sum(1 for p in tensor_of_buffer if p is not None)
     notes = []
-    if len(free) < sum(1 for p in tensor_of_buffer if p is not None):
-        notes.append(f"{sum(1 for p in tensor_of_buffer if p is not None) - len(free)} "
-                     "tensors left to TFLM (-1): other subgraphs share their index")
-    if graph.unknown_scratch:
-        notes.append("scratch needs not modelled for " + ", ".join(graph.unknown_scratch) +
-                     ": the figures leave them out")
-    best = search.best
-    if best.size > bound and free:
+    if len(free) < planned_count:
+        notes.append(f"{planned_count - len(free)} tensors left to TFLM (-1): other subgraphs "
+                     "share their index")
+    for memory in (graph, secondary):
+        if memory is not None and memory.unknown_scratch:
+            notes.append(f"scratch needs of {', '.join(memory.unknown_scratch)} not modelled for "
+                         f"the {memory.kernels} kernels: the figures leave them out")
+    if free and search.best.size > bound:
         search.orderings()
         search.local_search(iterations, bound)
         search.exact(node_budget, bound)
-        best = search.best
-    improves = best.size < greedy
+    best = search.best
+    improves = best.acceptable and best.size < greedy
     offsets = [ONLINE] * graph.tensor_count
     if improves:
         for index in free:
             offsets[tensor_of_buffer[index]] = best.offsets[index]
-    optimal = (best.size if improves else greedy) in (bound, search.proven_optimum)
+    planned = best.size if improves else greedy
+    optimal = planned in (bound, search.proven_optimum)
     method = ("exact" if search.exact_found_best else "heuristic") if improves else "greedy"
     if not improves:
         notes.append("TFLM's greedy plan is already " +
-                     ("optimal" if optimal else "the best found") + ": model left as it is")
-    return MemoryPlan(
-        offsets=offsets, greedy_bytes=greedy, planned_bytes=min(best.size, greedy),
-        lower_bound_bytes=bound, minimum_bytes=bound if optimal and search.proven_optimum is None
-        else search.proven_optimum, optimal=optimal,
+                     ("optimal" if optimal else "the best found") + ": the model is left as it is")
+    result = MemoryPlan(
+        offsets=offsets, greedy_bytes=greedy, planned_bytes=planned, lower_bound_bytes=bound,
+        minimum_bytes=planned if optimal else search.proven_optimum, optimal=optimal,
         method=method, seconds=round(time.monotonic() - started, 4),
         time_limit_s=time_limit_s, time_limit_hit=search.time_limit_hit,
         kernels=graph.kernels, nodes=search.nodes, notes=notes)
+    if secondary is not None:
+        result.secondary = {"kernels": secondary.kernels, "greedy_bytes": search.other_greedy,
+                            "planned_bytes": best.other if improves else search.other_greedy,
+                            "lower_bound_bytes": peak_load(others)}
+    return result
 
 
 def _tensor_positions(graph: GraphMemory) -> list[int | None]:
@@ -171,15 +186,28 @@ def _tensor_positions(graph: GraphMemory) -> list[int | None]:
 
 @dataclass
 class _Candidate:
-    size: int
+    size: int                 # TFLM's head for the primary kernels
+    other: int                # and for the secondary ones (0 without)
+    acceptable: bool          # not worse for the secondary kernels, when that is required
     offsets: list[int]
+
+    @property
+    def key(self) -> tuple:
+        return (not self.acceptable, self.size, self.other)
 
 
 class _Search:
-    """Plans for `buffers`, of which `free` get offline offsets; TFLM places the others."""
+    """Plans for `buffers`, of which `free` get offline offsets; TFLM places the others.
 
-    def __init__(self, buffers: list[Buffer], free: list[int], deadline: float):
+    `others` are the buffers of the same tensors with the secondary kernels' scratch (the
+    tensors come first in both lists, in the same order).
+    """
+
+    def __init__(self, buffers: list[Buffer], free: list[int], deadline: float,
+                 others: list[Buffer] | None, strict: bool):
+        self.strict = strict
         self.buffers = buffers
+        self.others = others
         self.free = free
         self.free_set = set(free)
         self.deadline = deadline
@@ -187,25 +215,32 @@ class _Search:
         self.nodes = 0
         self.proven_optimum: int | None = None
         self.exact_found_best = False
+        self.other_greedy = greedy_plan(others).size if others is not None else 0
+        self.other_floor = peak_load(others) if others is not None else 0
         greedy = greedy_plan(buffers)
-        self.best = _Candidate(greedy.size, greedy.offsets)
+        self.best = _Candidate(greedy.size, self.other_greedy, True, greedy.offsets)
 
     def out_of_time(self) -> bool:
         if time.monotonic() > self.deadline:
             self.time_limit_hit = True
         return self.time_limit_hit
 
-    def evaluate(self, joint_offsets: Sequence[int]) -> _Candidate:
-        """What TFLM makes of the free buffers at these offsets: its greedy places the rest."""
+    def _emulate(self, buffers: list[Buffer], joint_offsets: Sequence[int]):
         with_plan = [Buffer(b.size, b.first, b.last, b.label,
                             joint_offsets[i] if i in self.free_set else ONLINE)
-                     for i, b in enumerate(self.buffers)]
-        placement = greedy_plan(with_plan)
-        return _Candidate(placement.size, placement.offsets)
+                     for i, b in enumerate(buffers)]
+        return greedy_plan(with_plan)
+
+    def evaluate(self, joint_offsets: Sequence[int]) -> _Candidate:
+        """What TFLM makes of the free buffers at these offsets: its greedy places the rest."""
+        placement = self._emulate(self.buffers, joint_offsets)
+        other = self._emulate(self.others, joint_offsets).size if self.others else 0
+        acceptable = other <= self.other_greedy or not self.strict
+        return _Candidate(placement.size, other, acceptable, placement.offsets)
 
     def consider(self, joint_offsets: Sequence[int], *, exact: bool = False) -> None:
         candidate = self.evaluate(joint_offsets)
-        if candidate.size < self.best.size:
+        if candidate.key < self.best.key:
             self.best = candidate
             self.exact_found_best = exact
 
@@ -233,12 +268,13 @@ class _Search:
     def local_search(self, iterations: int, bound: int) -> None:
         """Seeded moves on the best ordering: swap two buffers or move one earlier."""
         rng = random.Random(0)
-        scored = [(self.evaluate(self.order_size(o)).size, o) for o in self.orders]
-        current_size, current = min(scored, key=lambda item: item[0])
+        scored = [(self.evaluate(self.order_size(o)).key, o) for o in self.orders]
+        current_key, current = min(scored, key=lambda item: item[0])
         if len(current) < 2:
             return
         for _ in range(iterations):
-            if self.best.size <= bound or self.out_of_time():
+            if (self.best.acceptable and self.best.size <= bound
+                    and self.best.other <= self.other_floor) or self.out_of_time():
                 return
             trial = list(current)
             i, j = rng.sample(range(len(trial)), 2)
@@ -248,9 +284,9 @@ class _Search:
                 trial.insert(min(i, j), trial.pop(max(i, j)))
             joint = self.order_size(trial)
             candidate = self.evaluate(joint)
-            if candidate.size <= current_size:
-                current_size, current = candidate.size, trial
-                if candidate.size < self.best.size:
+            if candidate.key <= current_key:
+                current_key, current = candidate.key, trial
+                if candidate.key < self.best.key:
                     self.best = candidate
                     self.exact_found_best = False
 
