@@ -76,9 +76,14 @@ def unet():
     e1 = L.Conv2D(8, 3, padding="same", activation="relu")(inputs)
     e2 = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(e1)
     e3 = L.Conv2D(24, 3, strides=2, padding="same", activation="relu")(e2)
-    d2 = L.Concatenate()([L.UpSampling2D()(e3), e2])
+    # Nearest-neighbour resizing: UpSampling2D becomes TILE, which TFLM has no kernel for.
+    def up(t):
+        return L.Lambda(lambda v: tf.image.resize(v, (v.shape[1] * 2, v.shape[2] * 2),
+                                                  method="nearest"))(t)
+
+    d2 = L.Concatenate()([up(e3), e2])
     d2 = L.Conv2D(16, 3, padding="same", activation="relu")(d2)
-    d1 = L.Concatenate()([L.UpSampling2D()(d2), e1])
+    d1 = L.Concatenate()([up(d2), e1])
     d1 = L.Conv2D(4, 3, padding="same")(d1)
     save("unet_int8.tflite", keras.Model(inputs, d1), (16, 16, 2))
 

@@ -171,6 +171,37 @@ def plan(graph: GraphMemory, *, secondary: GraphMemory | None = None,
     return result
 
 
+@dataclass
+class Solution:
+    """The best placement `optimise` found for a list of buffers."""
+
+    size: int                  # TFLM's head with the free buffers at these offsets
+    offsets: list[int]         # one per buffer: where TFLM ends up placing it
+    proven_minimum: int | None  # the smallest possible head, when the search proved it
+    nodes: int
+    time_limit_hit: bool
+
+
+def optimise(buffers: list[Buffer], free: list[int] | None = None, *,
+             heuristics: bool = True, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+             node_budget: int = EXACT_NODE_BUDGET,
+             iterations: int = LOCAL_SEARCH_ITERATIONS) -> Solution:
+    """Place `buffers` (the planner's input, in TFLM's order); `free` ones (default: all) get
+    fixed offsets and TFLM's greedy places the rest around them. `heuristics=False` runs the
+    exact search alone (from TFLM's greedy plan as the first incumbent)."""
+    free = list(range(len(buffers))) if free is None else free
+    bound = peak_load(buffers)
+    search = _Search(buffers, free, time.monotonic() + time_limit_s, None, False)
+    if free and search.best.size > bound:
+        if heuristics:
+            search.orderings()
+            search.local_search(iterations, bound)
+        search.exact(node_budget, bound)
+    proven = search.best.size if search.best.size == bound else search.proven_optimum
+    return Solution(search.best.size, search.best.offsets, proven, search.nodes,
+                    search.time_limit_hit)
+
+
 def _tensor_positions(graph: GraphMemory) -> list[int | None]:
     """For each of graph.buffers(): its tensor's position in the concatenated plan."""
     positions: list[int | None] = []
