@@ -280,3 +280,18 @@ def test_a_plan_written_by_another_tool_is_read_as_tflm_reads_it():
     data = net.model([x], [y], metadata={"OfflineMemoryAllocation": payload})
     assert memory_embed.read_offline_plan(data).offsets == [0, -1, 64, -1, 128, -1, 0]
     assert memory_report.plan_in_model(data)["offline_offsets"] == 4
+
+
+@pytest.mark.parametrize("graph, message", [
+    (Graph([T((1, 4)), T((1, 4))], [Op("ADD", [0, 7], [1], add_options())], [0], [1]),
+     "missing tensor"),
+    (Graph([T((1, -1)), T((1, 4))], [Op("ADD", [0, 0], [1], add_options())], [0], [1]),
+     "dynamic"),
+    (Graph([T((1, 4))], [Op("CALL_ONCE", [], [], call_once(5))], [0], [0]),
+     "missing subgraph"),
+])
+def test_corrupt_graphs_are_refused_with_the_models_name(graph, message):
+    from tinyforge.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match=f"bad.tflite is corrupt: .*{message}"):
+        memory.analyze(build(ModelSpec([graph])), "bad.tflite")

@@ -269,6 +269,7 @@ def analyze(data: bytes, name: str = "model", *, kernels: str = "reference") -> 
         raise ModelFileError(f"{name} is truncated or corrupt",
                              hint="re-export the model") from None
     codes = model.operatorCodes or []
+    _validate(model, name)
     opcodes = [_op_name(code) for code in codes]
     builtin = [reader._enum_names("BuiltinOperator").get(code.builtinCode, "") for code in codes]
     operators = [[OperatorInfo(s, i, opcodes[op.opcodeIndex], list(_ints(op.inputs)),
@@ -303,6 +304,39 @@ def analyze(data: bytes, name: str = "model", *, kernels: str = "reference") -> 
                for n, r in enumerate(scratch)]
     return GraphMemory(model=name, subgraphs=subgraphs, operators=operators, scratch=scratch,
                        kernels=kernels, unknown_scratch=unknown, scopes=lifetimes.scope + 1)
+
+
+def _validate(model, name: str) -> None:
+    """Every index the lifetimes follow points at something: a bad one is a corrupt model."""
+    def bad(what: str):
+        return ModelFileError(f"{name} is corrupt: {what}", hint="re-export the model")
+
+    subgraphs = model.subgraphs or []
+    codes = len(model.operatorCodes or [])
+    for subgraph in subgraphs:
+        count = len(subgraph.tensors or [])
+        for tensor in subgraph.tensors or []:
+            if any(dim < 0 for dim in _ints(tensor.shape)):
+                raise bad(f"tensor '{_text(tensor.name)}' has a dynamic (negative) dimension")
+        for index in _ints(subgraph.inputs) + _ints(subgraph.outputs):
+            if not 0 <= index < count:
+                raise bad("a subgraph input or output refers to a missing tensor")
+        for op in subgraph.operators or []:
+            if not 0 <= op.opcodeIndex < codes:
+                raise bad("an operator refers to a missing operator code")
+            if any(not -1 <= i < count for i in _ints(op.inputs)) or \
+                    any(not 0 <= i < count for i in _ints(op.outputs)) or \
+                    any(not 0 <= i < count for i in _ints(op.intermediates)):
+                raise bad("an operator refers to a missing tensor")
+            for entered in _entered_subgraphs(OperatorInfo(0, 0, "", [], [], op.builtinOptions,
+                                                           _builtin_name(model, op))):
+                if not 0 <= entered < len(subgraphs):
+                    raise bad("a control-flow operator names a missing subgraph")
+
+
+def _builtin_name(model, op) -> str:
+    code = model.operatorCodes[op.opcodeIndex]
+    return reader._enum_names("BuiltinOperator").get(code.builtinCode, "")
 
 
 def _ints(values) -> list[int]:

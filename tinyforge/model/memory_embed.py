@@ -127,9 +127,11 @@ def read_offline_plan(data: bytes, name: str = "model") -> OfflinePlan | None:
     if found >= len(buffers):
         raise ModelFileError(f"{name}'s OfflineMemoryAllocation names buffer {found}, which "
                              "does not exist", hint="re-plan the model with --memory-plan")
-    buffer = _Table(data, buffers[found])
-    data_at = buffer.reference(0)
-    raw = b"" if data_at is None else data[data_at + 4: data_at + 4 + _u32(data, data_at)]
+    try:
+        data_at = _Table(data, buffers[found]).reference(0)
+        raw = b"" if data_at is None else data[data_at + 4: data_at + 4 + _u32(data, data_at)]
+    except (IndexError, struct.error):
+        raw = b""
     if len(raw) < 12 or len(raw) % 4:
         raise ModelFileError(f"{name}'s OfflineMemoryAllocation buffer is malformed",
                              hint="re-plan the model with --memory-plan")
@@ -168,12 +170,6 @@ class _Writer:
 
     def i32(self, value: int) -> None:
         self.out += struct.pack("<i", value)
-
-    def reference(self, target: int) -> None:
-        """A forward reference from here to an absolute position."""
-        if target <= self.here:
-            raise AssertionError("flatbuffer references must point forward")
-        self.u32(target - self.here)
 
 
 def embed_offline_plan(data: bytes, offsets: list[int], *, name: str = "model",

@@ -297,8 +297,11 @@ class _Search:
             self.consider(self.order_size(order))
 
     def local_search(self, iterations: int, bound: int) -> None:
-        """Seeded moves on the best ordering: swap two buffers or move one earlier."""
+        """Seeded moves on the best ordering: swap two buffers or move one earlier.
+
+        It stops at half the time left, so that the exact search gets its turn."""
         rng = random.Random(0)
+        stop = time.monotonic() + (self.deadline - time.monotonic()) / 2
         scored = [(self.evaluate(self.order_size(o)).key, o) for o in self.orders]
         current_key, current = min(scored, key=lambda item: item[0])
         if len(current) < 2:
@@ -306,6 +309,8 @@ class _Search:
         for _ in range(iterations):
             if (self.best.acceptable and self.best.size <= bound
                     and self.best.other <= self.other_floor) or self.out_of_time():
+                return
+            if time.monotonic() > stop:
                 return
             trial = list(current)
             i, j = rng.sample(range(len(trial)), 2)
@@ -388,8 +393,7 @@ class _BranchAndBound:
         if self.aborted:
             return
         self.nodes += 1
-        if self.nodes > self.node_budget or (self.nodes % 512 == 0 and
-                                             self.search.out_of_time()):
+        if self.nodes > self.node_budget or self.search.out_of_time():
             self.aborted = True
             return
         if placed == self.n:
