@@ -295,3 +295,19 @@ def test_corrupt_graphs_are_refused_with_the_models_name(graph, message):
 
     with pytest.raises(ModelFileError, match=f"bad.tflite is corrupt: .*{message}"):
         memory.analyze(build(ModelSpec([graph])), "bad.tflite")
+
+
+def test_figures_for_inspect_are_json_and_plans_are_deterministic():
+    import json
+
+    data = (example_dir() / "gesture_int8.tflite").read_bytes()
+    figures = json.loads(json.dumps(memory_report.memory_figures(data, "gesture")))
+    assert figures["board"] == {"greedy_bytes": 464, "planned_bytes": 432,
+                                "lower_bound_bytes": 432, "scratch_bytes": 48 + 96}
+    assert figures["host"]["greedy_bytes"] == 368
+    assert figures["plan"]["improves"] and figures["runs"]["planner"] == "tflm-greedy"
+    assert len(figures["tensors"]) == 20 and len(figures["occupancy"]) == 10
+    assert len(memory_report.human_lines(figures)) == 3
+    model = chain_model()
+    first = memory_report.plan_model(model, "chain")
+    assert memory_report.plan_model(model, "chain").offsets == first.offsets
