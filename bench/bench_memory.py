@@ -68,7 +68,8 @@ def row(name: str, data: bytes, time_limit: float, measure_arena: bool) -> None:
     for kernels, secondary in (("cmsis-nn", "reference"), ("reference", None)):
         plan = memory_report.plan_model(data, name, kernels=kernels, secondary=secondary,
                                         time_limit_s=time_limit)
-        mark = "optimal" if plan.optimal else f"gap {plan.planned_bytes - (plan.minimum_bytes or plan.lower_bound_bytes)} B"
+        floor = plan.minimum_bytes or plan.lower_bound_bytes
+        mark = "optimal" if plan.optimal else f"gap {plan.planned_bytes - floor} B"
         limit = " (time limit)" if plan.time_limit_hit else ""
         lines.append(f"  {kernels:9} greedy {plan.greedy_bytes:7} B  plan {plan.planned_bytes:7} B"
                      f"  lower bound {plan.lower_bound_bytes:7} B  {mark:9} {plan.method:9}"

@@ -9,9 +9,18 @@ import random
 
 import numpy as np
 import pytest
+from memory_graphs import (
+    FloatNet,
+    Graph,
+    ModelSpec,
+    Op,
+    T,
+    add_options,
+    build,
+    call_once,
+    if_options,
+)
 
-from memory_graphs import FloatNet, Graph, ModelSpec, Op, T, add_options, build, call_once, \
-    if_options
 from tinyforge.errors import UnsupportedFeatureError
 from tinyforge.model import memory, memory_embed, memory_planner, memory_report
 from tinyforge.model.memory import Buffer, greedy_plan, peak_load, place_in_order

@@ -116,7 +116,7 @@ def _parse(data: bytes, name: str):
 
 def read_offline_plan(data: bytes, name: str = "model") -> OfflinePlan | None:
     """The model's `OfflineMemoryAllocation` plan as TFLM would read it, or None."""
-    root, buffers, entries = _parse(data, name)
+    _, buffers, entries = _parse(data, name)
     found = None
     for _, entry_name, buffer_index in entries:
         # TFLM walks every entry and keeps the last one with this exact name.

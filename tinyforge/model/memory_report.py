@@ -124,9 +124,9 @@ def human_lines(figures: dict) -> list[str]:
     """A few lines for `inspect`'s text output."""
     plan = figures["plan"]
     board, host = figures["board"], figures["host"]
-    lines = [f"arena head (board kernels): TFLM greedy {board['greedy_bytes']} B, "
-             f"lower bound {board['lower_bound_bytes']} B "
-             f"(greedy efficiency {plan['efficiency_greedy']:.0%})"]
+    lines = [(f"arena head (board kernels): TFLM greedy {board['greedy_bytes']} B, "
+              f"lower bound {board['lower_bound_bytes']} B "
+              f"(greedy efficiency {plan['efficiency_greedy']:.0%})")]
     if plan["improves"]:
         lines.append(f"offline plan: {plan['planned_bytes']} B, saves {plan['saved_bytes']} B"
                      f"{' (optimal)' if plan['optimal'] else ''}, planned in "

@@ -78,9 +78,9 @@ def _rule(graph: _Graph, op, kernels: str) -> list[int] | None:
         return None
     inputs = op.inputs
     sizes: list[int] = []
-    if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(inputs) > 1:
-        if graph.dtype(inputs[1]) == "int4":   # unpacked int4 filter
-            sizes.append(graph.elements(inputs[1]))
+    if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(inputs) > 1 \
+            and graph.dtype(inputs[1]) == "int4":     # the int4 filter, unpacked
+        sizes.append(graph.elements(inputs[1]))
     if op.op in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"):
         return sizes + _reduce(graph, op, kernels)
     if op.op == "TRANSPOSE_CONV":
