@@ -12,9 +12,10 @@ import numpy as np
 
 from tinyforge.model import reader
 
-DTYPES = {"float32": 0, "int32": 2, "uint8": 3, "int8": 9, "int16": 7, "resource": 13}
+DTYPES = {"float32": 0, "int32": 2, "uint8": 3, "bool": 6, "int8": 9, "int16": 7,
+          "resource": 13}
 NUMPY = {"float32": np.float32, "int32": np.int32, "int8": np.int8, "int16": np.int16,
-         "uint8": np.uint8}
+         "uint8": np.uint8, "bool": np.bool_}
 
 
 @dataclass

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from memory_graphs import FloatNet
+from memory_graphs import FloatNet, Graph, ModelSpec, Op, T, add_options, build, fc_options, \
+    if_options
 from test_memory import chain_model
 
 from tinyforge.model import arena, memory, memory_embed, memory_planner, memory_report
@@ -249,3 +250,37 @@ def test_emulation_and_plans_match_the_runtime_on_random_graphs(seed):
     assert plan.planned_bytes <= plan.greedy_bytes
     if plan.improves:
         assert_plan_runs_identically(model, plan.offsets, plan.planned_bytes, 2)
+
+
+def _run_if(model: bytes, condition: bool):
+    from tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(model, arena_size=1 << 16)
+    interpreter.set_input(np.array([condition]), 0)
+    interpreter.set_input(np.arange(4, dtype=np.float32).reshape(1, 4), 1)
+    interpreter.invoke()
+    interpreter.print_allocations()
+    return np.array(interpreter.get_output(0))
+
+
+def test_if_branches_lifetimes_match_the_runtime():
+    # sg0: y = ADD(x, x); out = IF(cond, y). Then: two ADDs. Else: two FULLY_CONNECTED.
+    then = Graph([T((1, 4)), T((1, 4)), T((1, 4))],
+                 [Op("ADD", [0, 0], [1], add_options()), Op("ADD", [1, 0], [2], add_options())],
+                 [0], [2])
+    other = Graph([T((1, 4)), T((8, 4), data=np.full((8, 4), 0.5, np.float32)), T((1, 8)),
+                   T((1, 4)), T((4, 8), data=np.ones((4, 8), np.float32))],
+                  [Op("FULLY_CONNECTED", [0, 1, -1], [2], fc_options()),
+                   Op("FULLY_CONNECTED", [2, 4, -1], [3], fc_options())], [0], [3])
+    main = Graph([T((1,), "bool"), T((1, 4)), T((1, 4)), T((1, 4))],
+                 [Op("ADD", [1, 1], [2], add_options()),
+                  Op("IF", [0, 2], [3], if_options(1, 2))], [0, 1], [3])
+    model = build(ModelSpec([main, then, other]))
+    graph = memory.analyze(model, "if")
+    # The else-branch's 32-byte tensor lives while sg0's IF input and output do.
+    assert [(t.first, t.last) for t in graph.subgraphs[0]] == [(0, 8), (0, 1), (1, 8), (2, 8)]
+    for condition, expected in ((True, [0, 6, 12, 18]), (False, [48, 48, 48, 48])):
+        result = call_isolated(_run_if, model, condition)
+        assert result.ok, result.error + result.output
+        np.testing.assert_array_equal(result.value, [expected])
+        assert int(_HEAD.search(result.output).group(1)) == graph.greedy().size == 96
