@@ -22,7 +22,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from _common import CACHE, model_300k  # noqa: E402
 
-from tinyforge.model import arena, host_runtime, memory_embed, memory_report  # noqa: E402
+from tinyforge.model import (  # noqa: E402
+    arena,
+    host_runtime,
+    memory_embed,
+    memory_planner,
+    memory_report,
+)
 
 
 def tensorflow_models() -> list[Path]:
@@ -90,6 +96,27 @@ def row(name: str, data: bytes, time_limit: float, measure_arena: bool) -> None:
     print("\n".join(lines))
 
 
+def synthetic(time_limit: float) -> None:
+    """The search alone on random lifetimes of growing size (seeded), to show how it scales."""
+    import random
+
+    from tinyforge.model.memory import Buffer, greedy_plan, peak_load
+
+    rng = random.Random(5)
+    print("synthetic graphs (random sizes and lifetimes, seeded)")
+    for count in (25, 50, 100, 200, 400):
+        buffers = []
+        for i in range(count):
+            first = rng.randint(0, count // 2)
+            buffers.append(Buffer(16 * rng.randint(1, 64), first, first + rng.randint(0, 6),
+                                  str(i)))
+        solution = memory_planner.optimise(buffers, time_limit_s=time_limit)
+        print(f"  {count:4} buffers  greedy {greedy_plan(buffers).size:7} B  plan "
+              f"{solution.size:7} B  lower bound {peak_load(buffers):7} B  "
+              f"{'optimal' if solution.proven_minimum else 'not proven'}"
+              f"{' (time limit)' if solution.time_limit_hit else ''}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arena", action="store_true",
@@ -98,6 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     for name, data in models():
         row(name, data, args.time_limit, args.arena)
+    synthetic(args.time_limit)
 
 
 if __name__ == "__main__":

@@ -284,3 +284,15 @@ def test_if_branches_lifetimes_match_the_runtime():
         assert result.ok, result.error + result.output
         np.testing.assert_array_equal(result.value, [expected])
         assert int(_HEAD.search(result.output).group(1)) == graph.greedy().size == 96
+
+
+@pytest.mark.parametrize("offsets", [
+    [-1, -1, -1, -1, 0, -1, 64],       # b and y fixed; TFLM places x and a around them
+    [96, -1, -1, -1, -1, -1, 0],       # x above y; the rest online
+    [0, -1, 64, -1, -1, -1, -1],       # x and a fixed low; b and y online
+])
+def test_partial_plans_tflm_places_the_rest_as_emulated(offsets):
+    model = chain_model()
+    graph = memory.analyze(model, "chain")
+    expected = memory.greedy_plan(memory_planner.buffers_as_read(graph, offsets, "host")).size
+    assert_plan_runs_identically(model, offsets, expected, 2)
