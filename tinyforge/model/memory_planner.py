@@ -241,6 +241,7 @@ class _Search:
         self.others = others
         self.free = free
         self.free_set = set(free)
+        self.all_free = len(self.free_set) == len(buffers)
         self.deadline = deadline
         self.time_limit_hit = False
         self.nodes = 0
@@ -264,6 +265,10 @@ class _Search:
 
     def evaluate(self, joint_offsets: Sequence[int]) -> _Candidate:
         """What TFLM makes of the free buffers at these offsets: its greedy places the rest."""
+        if self.all_free and self.others is None:
+            # Nothing is left to TFLM: the offsets are the plan as they are.
+            size = max(o + b.size for o, b in zip(joint_offsets, self.buffers))
+            return _Candidate(size, 0, True, list(joint_offsets))
         placement = self._emulate(self.buffers, joint_offsets)
         other = self._emulate(self.others, joint_offsets).size if self.others else 0
         acceptable = other <= self.other_greedy or not self.strict
