@@ -320,3 +320,11 @@ def test_figures_for_inspect_are_json_and_plans_are_deterministic():
     model = chain_model()
     first = memory_report.plan_model(model, "chain")
     assert memory_report.plan_model(model, "chain").offsets == first.offsets
+
+
+def test_the_build_outcome_for_the_manifest_has_no_timings():
+    outcome = memory_report.apply_memory_plan(chain_model(), "chain", kernels="reference")
+    stable = outcome.to_json(stable=True)
+    assert "seconds" not in stable["plan"] and "seconds" in outcome.to_json()["plan"]
+    assert stable["runs"] == {"planner": "offline", "offline_offsets": 4, "entries": 7,
+                              "format_version": 1, "board_head_bytes": 160}

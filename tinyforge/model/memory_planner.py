@@ -67,6 +67,12 @@ class MemoryPlan:
         data["efficiency_planned"] = _ratio(self.lower_bound_bytes, self.planned_bytes)
         return data
 
+    def to_json_stable(self) -> dict:
+        """`to_json()` without the timing: what a generated project's manifest may record."""
+        data = self.to_json()
+        data.pop("seconds")
+        return data
+
 
 def _ratio(a: int, b: int) -> float:
     return round(a / b, 4) if b else 1.0

@@ -30,9 +30,12 @@ class PlanOutcome:
     plan: memory_planner.MemoryPlan | None
     reason: str
 
-    def to_json(self) -> dict:
-        return {"action": self.action, "reason": self.reason,
-                "plan": self.plan.to_json() if self.plan else None,
+    def to_json(self, *, stable: bool = False) -> dict:
+        """For `build --json`; `stable=True` (no timings) for the project's manifest."""
+        plan = None
+        if self.plan is not None:
+            plan = self.plan.to_json_stable() if stable else self.plan.to_json()
+        return {"action": self.action, "reason": self.reason, "plan": plan,
                 "runs": plan_in_model(self.model)}
 
 
