@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..errors import UnsupportedFeatureError
 from . import memory, memory_embed, memory_planner
 from .memory_scratch import KERNELS
 
@@ -77,8 +78,14 @@ def apply_memory_plan(data: bytes, name: str, mode: str = "auto", *,
     if not result.improves:
         return PlanOutcome(data, "unchanged", result, result.notes[-1] if result.notes else
                            "no plan smaller than TFLM's greedy plan was found")
-    model = memory_embed.embed_offline_plan(data, result.offsets, name=name,
-                                            replace=existing is not None)
+    try:
+        model = memory_embed.embed_offline_plan(data, result.offsets, name=name,
+                                                replace=existing is not None)
+    except UnsupportedFeatureError as error:
+        if mode != "auto":
+            raise
+        # auto never fails a build over an optimisation: say why and keep the model.
+        return PlanOutcome(data, "unchanged", result, error.message)
     return PlanOutcome(model, "embedded", result,
                        f"planned head {result.planned_bytes} B instead of TFLM's "
                        f"{result.greedy_bytes} B")
