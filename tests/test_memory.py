@@ -328,3 +328,22 @@ def test_the_build_outcome_for_the_manifest_has_no_timings():
     assert "seconds" not in stable["plan"] and "seconds" in outcome.to_json()["plan"]
     assert stable["runs"] == {"planner": "offline", "offline_offsets": 4, "entries": 7,
                               "format_version": 1, "board_head_bytes": 160}
+
+
+def test_weights_outside_the_flatbuffer_are_not_risked():
+    import flatbuffers
+
+    s = memory.reader.schema()
+    model = s.ModelT.InitFromObj(s.Model.GetRootAsModel(chain_model(), 0))
+    external = s.BufferT()
+    external.offset, external.size = 16, 4      # counted from the start of the file
+    model.buffers.append(external)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=memory.reader.TFLITE_IDENTIFIER)
+    data = bytes(builder.Output())
+    offsets = memory_report.plan_model(data, "big", kernels="reference").offsets
+    with pytest.raises(UnsupportedFeatureError, match="outside its flatbuffer"):
+        memory_embed.embed_offline_plan(data, offsets)
+    outcome = memory_report.apply_memory_plan(data, "big", kernels="reference")
+    assert outcome.action == "unchanged" and outcome.model == data
+    assert "outside its flatbuffer" in outcome.reason
