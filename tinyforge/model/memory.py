@@ -268,24 +268,9 @@ def analyze(data: bytes, name: str = "model", *, kernels: str = "reference") -> 
     except reader._PARSE_ERRORS:
         raise ModelFileError(f"{name} is truncated or corrupt",
                              hint="re-export the model") from None
-    codes = model.operatorCodes or []
     _validate(model, name)
-    opcodes = [_op_name(code) for code in codes]
-    builtin = [reader._enum_names("BuiltinOperator").get(code.builtinCode, "") for code in codes]
-    operators = [[OperatorInfo(s, i, opcodes[op.opcodeIndex], list(_ints(op.inputs)),
-                               list(_ints(op.outputs)), op.builtinOptions,
-                               builtin[op.opcodeIndex])
-                  for i, op in enumerate(subgraph.operators or [])]
-                 for s, subgraph in enumerate(model.subgraphs or [])]
-    kinds = [[_tensor_kind(model, tensor, name) for tensor in (subgraph.tensors or [])]
-             for subgraph in model.subgraphs or []]
-    for s, ops in enumerate(operators):
-        for op in ops:
-            if op.op == "VAR_HANDLE":
-                # var_handle.cpp's Prepare points its output at the resource id it keeps in
-                # its op data, before planning: TFLM then sees data and does not plan it.
-                for index in op.outputs:
-                    kinds[s][index] = ("handle", kinds[s][index][1])
+    operators = _operators(model)
+    kinds = _kinds(model, operators, name)
     scratch, unknown = memory_scratch.requests(model, operators, kernels)
     _check_intermediates(model, name)
     lifetimes = _Lifetimes(model, operators, scratch)
@@ -304,6 +289,30 @@ def analyze(data: bytes, name: str = "model", *, kernels: str = "reference") -> 
                for n, r in enumerate(scratch)]
     return GraphMemory(model=name, subgraphs=subgraphs, operators=operators, scratch=scratch,
                        kernels=kernels, unknown_scratch=unknown, scopes=lifetimes.scope + 1)
+
+
+def _operators(model) -> list[list[OperatorInfo]]:
+    codes = model.operatorCodes or []
+    opcodes = [_op_name(code) for code in codes]
+    builtin = [reader._enum_names("BuiltinOperator").get(code.builtinCode, "") for code in codes]
+    return [[OperatorInfo(s, i, opcodes[op.opcodeIndex], _ints(op.inputs), _ints(op.outputs),
+                          op.builtinOptions, builtin[op.opcodeIndex])
+             for i, op in enumerate(subgraph.operators or [])]
+            for s, subgraph in enumerate(model.subgraphs or [])]
+
+
+def _kinds(model, operators, name: str) -> list[list[tuple[str, int]]]:
+    """(kind, bytes) of every tensor of every subgraph."""
+    kinds = [[_tensor_kind(model, tensor, name) for tensor in (subgraph.tensors or [])]
+             for subgraph in model.subgraphs or []]
+    for s, ops in enumerate(operators):
+        for op in ops:
+            if op.op == "VAR_HANDLE":
+                # var_handle.cpp's Prepare points its output at the resource id it keeps in
+                # its op data, before planning: TFLM then sees data and does not plan it.
+                for index in op.outputs:
+                    kinds[s][index] = ("handle", kinds[s][index][1])
+    return kinds
 
 
 def _validate(model, name: str) -> None:

@@ -65,7 +65,10 @@ def requests(model, operators, kernels: str) -> tuple[list, list[str]]:
     for s, ops in enumerate(operators):
         graph = _Graph(model, s)
         for op in ops:
-            sizes = _rule(graph, op, kernels)
+            try:
+                sizes = _rule(graph, op, kernels)
+            except (ValueError, IndexError, AttributeError, TypeError):
+                sizes = None     # shapes or options the kernel would refuse in Prepare
             if sizes is None:
                 unknown.add(op.op)
                 continue
