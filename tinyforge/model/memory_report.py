@@ -153,9 +153,11 @@ def host_head_bytes(data: bytes, arena_size: int | None = None) -> int | None:
     """The head the host TFLM runtime planned for `data` (its RecordingMicroAllocator), or None
     if the model did not run."""
     from . import host_runtime
+    from .isolated import call_isolated
 
     size = arena_size or host_runtime.generous_arena(len(data))
-    result = host_runtime._isolated(_print_allocations, data, size)
+    host_runtime.runtime_module()        # loaded before the fork, so the child inherits it
+    result = call_isolated(_print_allocations, data, size)
     match = _HEAD.search(result.output)
     return int(match.group(1)) if result.ok and match else None
 
