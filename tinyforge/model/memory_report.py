@@ -1,0 +1,171 @@
+"""The memory figures of a model and its offline plan: one call each for build and inspect.
+
+- `memory_figures(data, name)`: the dict `inspect --json` shows (TFLM's greedy head, the
+  plan's, the lower bound, the planning time, for the board's kernels and the host's);
+- `apply_memory_plan(data, name, mode)`: what `build --memory-plan auto|off|replace` embeds;
+- `plan_in_model(data)`: which plan a model (and so the firmware built from it) runs;
+- `host_head_bytes(data)`: the head the real host runtime planned, to check the emulation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import UnsupportedFeatureError
+from . import memory, memory_embed, memory_planner
+from .memory_scratch import KERNELS
+
+MODES = ("auto", "off", "replace")
+BOARD_KERNELS = "cmsis-nn"
+HOST_KERNELS = "reference"
+_HEAD = re.compile(r"Arena allocation head (\d+) bytes")
+
+
+@dataclass
+class PlanOutcome:
+    """What `apply_memory_plan` did to a model, and why."""
+
+    model: bytes               # the model to embed in the firmware
+    action: str                # "embedded", "kept-own-plan", "unchanged" or "off"
+    plan: memory_planner.MemoryPlan | None
+    reason: str
+
+    def to_json(self, *, stable: bool = False) -> dict:
+        """For `build --json`; `stable=True` (no timings) for the project's manifest."""
+        plan = None
+        if self.plan is not None:
+            plan = self.plan.to_json_stable() if stable else self.plan.to_json()
+        return {"action": self.action, "reason": self.reason, "plan": plan,
+                "runs": plan_in_model(self.model)}
+
+
+def analyze_pair(data: bytes, name: str, *, kernels: str = BOARD_KERNELS,
+                 secondary: str | None = HOST_KERNELS):
+    """The graph's memory for `kernels` and, if given, for the `secondary` kernel set."""
+    primary = memory.analyze(data, name, kernels=kernels)
+    other = memory.analyze(data, name, kernels=secondary) if secondary else None
+    return primary, other
+
+
+def plan_model(data: bytes, name: str, *, kernels: str = BOARD_KERNELS,
+               secondary: str | None = HOST_KERNELS,
+               time_limit_s: float = memory_planner.DEFAULT_TIME_LIMIT_S
+               ) -> memory_planner.MemoryPlan:
+    """The offline plan for a model, for the board's kernels and no worse for the host's."""
+    primary, other = analyze_pair(data, name, kernels=kernels, secondary=secondary)
+    return memory_planner.plan(primary, secondary=other, time_limit_s=time_limit_s)
+
+
+def apply_memory_plan(data: bytes, name: str, mode: str = "auto", *,
+                      kernels: str = BOARD_KERNELS,
+                      time_limit_s: float = memory_planner.DEFAULT_TIME_LIMIT_S) -> PlanOutcome:
+    """The model a firmware should embed under `--memory-plan MODE`.
+
+    auto: plan and embed when the plan beats TFLM's greedy plan; a model that carries its
+    own plan keeps it. replace: the same, but a plan already in the model is replaced.
+    off: the model as given.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown memory-plan mode {mode!r}")
+    if mode == "off":
+        return PlanOutcome(data, "off", None, "--memory-plan off: the model as given")
+    existing = memory_embed.read_offline_plan(data, name)
+    if existing is not None and mode == "auto":
+        return PlanOutcome(data, "kept-own-plan", None,
+                           "the model carries an offline plan of its own, which is kept")
+    result = plan_model(data, name, kernels=kernels, time_limit_s=time_limit_s)
+    if not result.improves:
+        return PlanOutcome(data, "unchanged", result, result.notes[-1] if result.notes else
+                           "no plan smaller than TFLM's greedy plan was found")
+    try:
+        model = memory_embed.embed_offline_plan(data, result.offsets, name=name,
+                                                replace=existing is not None)
+    except UnsupportedFeatureError as error:
+        if mode != "auto":
+            raise
+        # auto never fails a build over an optimisation: say why and keep the model.
+        return PlanOutcome(data, "unchanged", result, error.message)
+    return PlanOutcome(model, "embedded", result,
+                       f"planned head {result.planned_bytes} B instead of TFLM's "
+                       f"{result.greedy_bytes} B")
+
+
+def plan_in_model(data: bytes, name: str = "model") -> dict:
+    """Which arena plan a model runs: TFLM's greedy planner or an offline plan (and its size)."""
+    existing = memory_embed.read_offline_plan(data, name)
+    if existing is None:
+        return {"planner": "tflm-greedy", "offline_offsets": 0}
+    planned = sum(1 for offset in existing.offsets if offset != memory.ONLINE)
+    graph = memory.analyze(data, name, kernels=BOARD_KERNELS)
+    head = _head_with(graph, existing.offsets)
+    return {"planner": "offline", "offline_offsets": planned, "entries": len(existing.offsets),
+            "format_version": existing.version, "board_head_bytes": head}
+
+
+def _head_with(graph: memory.GraphMemory, offsets: list[int]) -> int | None:
+    if len(offsets) != graph.tensor_count:
+        return None              # TFLM refuses such a plan ("Nbr of offline buffer offsets")
+    return memory.greedy_plan(memory_planner.buffers_as_read(graph, offsets, "board")).size
+
+
+def memory_figures(data: bytes, name: str, *, time_limit_s: float =
+                   memory_planner.DEFAULT_TIME_LIMIT_S) -> dict:
+    """For `inspect --json`: per kernel set, TFLM's greedy head, the plan's, the lower bound."""
+    board, host = analyze_pair(data, name)
+    result = memory_planner.plan(board, secondary=host, time_limit_s=time_limit_s)
+    return {
+        "kernels": {BOARD_KERNELS: KERNELS[BOARD_KERNELS], HOST_KERNELS: KERNELS[HOST_KERNELS]},
+        "board": {"greedy_bytes": result.greedy_bytes, "planned_bytes": result.planned_bytes,
+                  "lower_bound_bytes": result.lower_bound_bytes,
+                  "scratch_bytes": sum(r.aligned_bytes for r in board.scratch)},
+        "host": dict(result.secondary or {}),
+        "plan": result.to_json(),
+        "runs": plan_in_model(data, name),
+        "tensors": board.tensors_json(),
+        "scratch": [{"subgraph": r.subgraph, "operator": r.operator, "op": r.op,
+                     "bytes": r.bytes, "first": r.first, "last": r.last}
+                    for r in board.scratch],
+        "occupancy": board.occupancy(),
+    }
+
+
+def human_lines(figures: dict) -> list[str]:
+    """A few lines for `inspect`'s text output."""
+    plan = figures["plan"]
+    board, host = figures["board"], figures["host"]
+    lines = [(f"arena head (board kernels): TFLM greedy {board['greedy_bytes']} B, "
+              f"lower bound {board['lower_bound_bytes']} B "
+              f"(greedy efficiency {plan['efficiency_greedy']:.0%})")]
+    if plan["improves"]:
+        lines.append(f"offline plan: {plan['planned_bytes']} B, saves {plan['saved_bytes']} B"
+                     f"{' (optimal)' if plan['optimal'] else ''}, planned in "
+                     f"{plan['seconds']:.2f} s ({plan['method']})")
+    else:
+        lines.append(f"offline plan: none ({plan['notes'][-1]})")
+    if host:
+        lines.append(f"host runtime head: greedy {host['greedy_bytes']} B, with the plan "
+                     f"{host['planned_bytes']} B")
+    return lines
+
+
+def host_head_bytes(data: bytes, arena_size: int | None = None) -> int | None:
+    """The head the host TFLM runtime planned for `data` (its RecordingMicroAllocator), or None
+    if the model did not run."""
+    from . import host_runtime
+    from .isolated import call_isolated
+
+    size = arena_size or host_runtime.generous_arena(len(data))
+    host_runtime.runtime_module()        # loaded before the fork, so the child inherits it
+    result = call_isolated(_print_allocations, data, size)
+    match = _HEAD.search(result.output)
+    return int(match.group(1)) if result.ok and match else None
+
+
+def _print_allocations(data: bytes, arena_size: int) -> bool:
+    from . import host_runtime
+
+    interpreter = host_runtime.runtime_module().Interpreter.from_bytes(data,
+                                                                       arena_size=arena_size)
+    interpreter.print_allocations()
+    return True
