@@ -28,8 +28,10 @@ ALLOWED = {
     "project": {"device", "model", "board", "base"},
     "toolchain": {"board", "base"},
     "device": {"board", "base"},
-    "flows": {"project", "toolchain", "device", "model", "board", "base"},
-    "commands": {"flows", "project", "toolchain", "device", "model", "board", "base"},
+    # Plots and the HTML page, from plain data: nothing below it is needed to draw.
+    "report": {"base"},
+    "flows": {"report", "project", "toolchain", "device", "model", "board", "base"},
+    "commands": {"flows", "report", "project", "toolchain", "device", "model", "board", "base"},
     "cli": {"commands", "base"},
 }
 

@@ -6,8 +6,10 @@ newest manifest under ./build/*/ is the last build (filtered by `--board` when g
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..board import profiles
 from ..board.profiles import Board
@@ -17,6 +19,11 @@ from . import writer
 # Where `build` writes a project without --project-dir (build/BOARD), and so where the
 # other commands look for the last build.
 DEFAULT_ROOT = Path("build")
+# The last `validate` run's report, for `tinyforge report`.
+VALIDATION_PATH = ".tinyforge/last-validate.json"
+MAX_VALIDATION_BYTES = 16 * 1024 * 1024
+
+_Report = TypeVar("_Report")
 
 
 @dataclass(frozen=True)
@@ -76,3 +83,28 @@ def _last_build(project_dir: Path, manifest: dict, board_id: str | None) -> Last
         raise InputError(f"{project_dir} was built for '{built_for}', not '{board_id}'",
                          hint=f"run `tinyforge build --board {board_id}` or drop --board")
     return LastBuild(project_dir, manifest, profiles.load_board(built_for))
+
+
+def save_validation(project_dir: Path, report: _Report) -> _Report:
+    """Keep a validate report (anything with `to_json()`) in the project; returns it."""
+    text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
+    writer.atomic_write_text(Path(project_dir) / VALIDATION_PATH, text)
+    return report
+
+
+def load_validation(project_dir: Path) -> dict | None:
+    """The last validate report saved in the project, or None if validate never ran."""
+    path = Path(project_dir) / VALIDATION_PATH
+    try:
+        if path.stat().st_size > MAX_VALIDATION_BYTES:
+            raise InputError(f"{path} is too large to be a validate report")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the saved validate report {path} is unreadable: {exc}",
+                         hint="run `tinyforge validate` again to replace it") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is not a validate report",
+                         hint="run `tinyforge validate` again to replace it")
+    return data
