@@ -64,7 +64,7 @@ def collect(build: last_build.LastBuild, *, decisions_per_s: float = DEFAULT_DEC
     board = build.board
     model = build.manifest.get("model") or {}
     data = ReportData(
-        title=f"{model.get('name', 'firmware')} on {board.name}",
+        title=f"{model.get('name', 'firmware without a model')} on {board.name}",
         board={"id": board.id, "name": board.name, "flash_bytes": board.flash_bytes,
                "ram_bytes": board.ram_bytes},
         model={k: model.get(k) for k in ("name", "sha256", "bytes")} if model else None)
@@ -88,7 +88,8 @@ def _cost(build, data: ReportData, decisions_per_s: float,
     path = build.model_path
     if path is None or not path.is_file():
         data.missing["layers"] = data.missing["cost"] = (
-            f"the build's model ({path or 'none recorded'}) is not there")
+            f"the build's model file {path} is not there" if path else
+            "this firmware has no model (the self-test firmware)")
         return None
     model_bytes, _ = read_model_file(path)
     layers = macs.layer_costs(model_bytes, path.name)

@@ -68,11 +68,12 @@ def _image(png: bytes, alt: str) -> str:
 
 
 def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    head = ("<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr></thead>"
+            if any(headers) else "")
     body = "\n".join("<tr>" + "".join(
         f'<td class="num">{escape(_cell(v))}</td>' if i in numeric else f"<td>{escape(_cell(v))}</td>"
         for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
+    return f"<table>{head}<tbody>\n{body}\n</tbody></table>"
 
 
 def _cell(value: Any) -> str:
