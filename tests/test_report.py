@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from chromium_support import Chromium, find_chromium
 from qemu_support import block_network, require_emulator, seeded_core
+from test_linkmap import MBED_MAP
 
 from tinyforge.board import profiles
 from tinyforge.errors import InputError
@@ -25,7 +26,6 @@ from tinyforge.project import selftest as selftest_project
 from tinyforge.report import page, plots
 from tinyforge.report.data import Lifetimes, ReportData, TensorLifetime
 from tinyforge.toolchain import linkmap, pio
-from test_linkmap import MBED_MAP
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "tinyforge" / "example" / "gesture_int8.tflite"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -9,6 +9,7 @@ missing is said on the page.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def report_last_build(*, project_dir: Path | None = None, board_id: str | None =
                       instructions: dict[int, int] | None = None,
                       lifetimes: Lifetimes | None = None) -> ReportResult:
     """Write the report of the last build; returns where it went and what each section has."""
-    if decisions_per_s <= 0:
+    if not math.isfinite(decisions_per_s) or decisions_per_s <= 0:
         raise InputError(f"the decision rate must be positive, not {decisions_per_s}",
                          hint="give decisions per second, e.g. --rate 1")
     build = last_build.find(project_dir, board_id)

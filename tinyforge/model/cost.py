@@ -82,7 +82,7 @@ class PowerFigures:
     source: str
 
     @classmethod
-    def from_board(cls, board: Board) -> "PowerFigures | None":
+    def from_board(cls, board: Board) -> PowerFigures | None:
         power = board.power
         if not power:
             return None

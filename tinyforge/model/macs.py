@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
-from .reader import _PARSE_ERRORS, _check_identifier, _opcode, schema
 from ..errors import ModelFileError
+from .reader import _PARSE_ERRORS, _check_identifier, _opcode, schema
 
 __all__ = ["LayerCost", "layer_costs"]
 

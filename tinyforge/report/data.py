@@ -38,7 +38,7 @@ class Lifetimes:
         return alive
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Lifetimes":
+    def from_json(cls, data: dict[str, Any]) -> Lifetimes:
         """From a plain dict: {"tensors": [{"name", "first_op", "last_op", "size"/"bytes",
         "offset"}], "operator_count", "lower_bound", "planned_bytes"}."""
         tensors = [TensorLifetime(str(t.get("name", f"t{i}")), int(t["first_op"]),

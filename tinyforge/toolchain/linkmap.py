@@ -271,15 +271,14 @@ def _split_origin(origin: str) -> tuple[str | None, str]:
     match = re.match(r"^(.*?)\(([^()]*)\)$", origin)
     if match:
         archive = Path(match.group(1)).name
-        return archive[:-2] if archive.endswith(".a") else archive, _stem(match.group(2))
+        return archive.removesuffix(".a"), _stem(match.group(2))
     return None, _stem(Path(origin).name)
 
 
 def _stem(name: str) -> str:
     """`conv.o` and PlatformIO's `conv.cpp.o` both give `conv`."""
     for suffix in (".o", ".obj"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
+        name = name.removesuffix(suffix)
     for suffix in (".cpp", ".cc", ".cxx", ".c", ".S", ".s"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -293,7 +292,7 @@ def kernel_op(member: str) -> str:
                     SHARED_KERNEL_CODE)
     if member in _TFLM_SHARED_KERNEL_CODE:
         return SHARED_KERNEL_CODE
-    base = member[: -len("_common")] if member.endswith("_common") else member
+    base = member.removesuffix("_common")
     return _KERNEL_FILE_OPS.get(base, base.upper())
 
 
