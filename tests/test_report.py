@@ -133,18 +133,24 @@ def test_the_written_report_drops_plots_whose_data_went_away(tmp_path):
     assert result.html.read_text().startswith("<!DOCTYPE html>")
 
 
-def test_a_saved_validate_report_is_read_back(tmp_path):
+def test_a_saved_validate_report_is_read_back_for_the_same_model_only(tmp_path):
     class Report:
         def to_json(self):
             return hand_made_validation()
 
+    board = profiles.load_board("qemu-m4")
+    build = last_build.LastBuild(tmp_path, {"model": {"sha256": "ab" * 32}}, board)
+    assert last_build.load_validation(build) == (
+        None, "`tinyforge validate` has not run on this build yet")
     saved = Report()
-    assert last_build.save_validation(tmp_path, saved) is saved
-    assert last_build.load_validation(tmp_path) == hand_made_validation()
+    assert last_build.save_validation(build, saved) is saved
+    assert last_build.load_validation(build) == (hand_made_validation(), None)
+    rebuilt = last_build.LastBuild(tmp_path, {"model": {"sha256": "cd" * 32}}, board)
+    report, why = last_build.load_validation(rebuilt)
+    assert report is None and "another model" in why
     (tmp_path / last_build.VALIDATION_PATH).write_text("{broken")
     with pytest.raises(InputError, match="unreadable"):
-        last_build.load_validation(tmp_path)
-    assert last_build.load_validation(tmp_path / "elsewhere") is None
+        last_build.load_validation(build)
 
 
 def test_the_report_command_without_a_build_says_what_to_do(tinyforge, tmp_path):
@@ -198,7 +204,7 @@ def test_report_of_a_validated_self_test_firmware(tmp_path, tmp_path_factory, mo
     pio.build(project, board, seeded_core(tmp_path_factory), timeout=600)
     validated = validate.validate_last_build(project_dir=project, random_count=8)
     assert validated.passed
-    saved = json.loads((project / last_build.VALIDATION_PATH).read_text())
+    saved = json.loads((project / last_build.VALIDATION_PATH).read_text())["report"]
     assert saved["samples"] == 8 and saved["passed"] is True
 
     result = report_flow.report_last_build(project_dir=project)

@@ -71,9 +71,9 @@ def collect(build: last_build.LastBuild, *, decisions_per_s: float = DEFAULT_DEC
         model={k: model.get(k) for k in ("name", "sha256", "bytes")} if model else None)
     data.cost = _cost(build, data, decisions_per_s, instructions)
     _breakdown(build, data)
-    data.validation = last_build.load_validation(build.project_dir)
+    data.validation, why = last_build.load_validation(build)
     if data.validation is None:
-        data.missing["validation"] = ("`tinyforge validate` has not run on this build yet")
+        data.missing["validation"] = why
     data.lifetimes = lifetimes
     if lifetimes is None:
         data.missing["lifetimes"] = ("the graph's tensor lifetimes and lower bound are not "
