@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from chromium_support import Chromium, find_chromium
 from qemu_support import block_network, require_emulator, seeded_core
-from test_linkmap import MBED_MAP
 
 from tinyforge.board import profiles
 from tinyforge.errors import InputError
@@ -28,6 +27,7 @@ from tinyforge.report.data import Lifetimes, ReportData, TensorLifetime
 from tinyforge.toolchain import linkmap, pio
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "tinyforge" / "example" / "gesture_int8.tflite"
+MBED_MAP = (Path(__file__).resolve().parent / "data" / "nano33ble-style.map").read_text()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
