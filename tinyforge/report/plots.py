@@ -49,16 +49,18 @@ def _style(axes) -> None:
 
 
 def kib(value: float, _position=None) -> str:
-    return f"{value / 1024:,.0f} KiB" if abs(value) >= 10 * 1024 else f"{value:,.0f} B"
+    if abs(value) >= 1024 and value % 1024 == 0:
+        return f"{value / 1024:,.0f} KiB"
+    return f"{value:,.0f} B"
 
 
-def _byte_ticks(axes, top: float) -> None:
-    """Ticks at round numbers of KiB (or bytes for small ranges), at most ~8 of them."""
+def _byte_ticks(axes, top: float, most: int = 8) -> None:
+    """Ticks at round numbers of KiB (or bytes for small ranges), at most `most` of them."""
     from matplotlib.ticker import FuncFormatter, MultipleLocator
 
     steps = [1, 2, 5, 10, 20, 50, 100, 200, 500] + [1024 * k for k in
                                                    (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)]
-    step = next((s for s in steps if top / s <= 8), steps[-1])
+    step = next((s for s in steps if top / s <= most), steps[-1])
     axes.xaxis.set_major_locator(MultipleLocator(step))
     axes.xaxis.set_major_formatter(FuncFormatter(kib))
 
@@ -156,52 +158,68 @@ def layers_png(rows: list[dict[str, Any]]) -> bytes:
 
 
 def memory_png(breakdown: dict[str, Any], board: dict[str, Any]) -> bytes:
-    """Flash and RAM, stacked by category, against the board's limits."""
+    """Flash and RAM, stacked by category, against the board's limits; below, each region's
+    categories by size (a firmware far below its limits is a sliver in the top bars)."""
     labels = breakdown.get("categories", {})
-    figure = _figure(9.0, 3.6)
-    panels = figure.subplots(2, 1)
+    figure = _figure(9.0, 6.4)
+    panels = figure.subplot_mosaic([["flash", "flash"], ["ram", "ram"],
+                                    ["flash_parts", "ram_parts"]],
+                                   height_ratios=[1, 1, 2.8])
     limits = {"flash": board.get("flash_bytes"), "ram": board.get("ram_bytes")}
-    for axes, region in zip(panels, ("flash", "ram")):
-        data = breakdown[region]
-        left = 0
-        for key, size in data["categories"].items():
-            if size <= 0:
-                continue
-            axes.barh(0, size, left=left, color=CATEGORY_COLOURS.get(key, "#999999"),
-                      edgecolor="white", linewidth=0.6, height=0.6,
-                      label=labels.get(key, key) if region == "flash" or key == "arena"
-                      else None)
-            left += size
-        if region == "ram":
-            for name, size in breakdown.get("ram_not_counted", {}).items():
-                axes.barh(0, size, left=left, color="white", edgecolor="#999999", hatch="///",
-                          height=0.6, linewidth=0.6,
-                          label=f"{name} (reserved, not in PlatformIO's RAM)")
-                left += size
-        limit = limits[region]
-        if limit:
-            axes.axvline(limit, color="#e15759", linewidth=1.5)
-            axes.text(limit, 0.42, f" {board.get('id', 'board')} limit {limit:,} B",
-                      fontsize=8, color="#e15759", ha="right", va="bottom")
-        right = max(limit or 0, left) * 1.02
-        axes.set_xlim(0, right)
-        used = data["total"]
-        share = f" ({100 * used / limit:.1f}% of {limit:,} B)" if limit else ""
-        axes.set_title(f"{'Flash' if region == 'flash' else 'RAM'}: {used:,} B used{share}",
-                       loc="left", fontsize=10, color=_INK)
-        axes.set_yticks([])
-        axes.set_ylim(-0.5, 0.75)
-        _byte_ticks(axes, right)
-        _style(axes)
-        axes.spines["left"].set_visible(False)
-    handles, names = [], []
-    for axes in panels:
-        for handle, name in zip(*axes.get_legend_handles_labels()):
-            if name not in names:
-                handles.append(handle)
-                names.append(name)
-    figure.legend(handles, names, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
+    for region in ("flash", "ram"):
+        _against_limit(panels[region], region, breakdown, limits[region], board.get("id"))
+        _by_category(panels[f"{region}_parts"], breakdown[region]["categories"], labels,
+                     "Flash" if region == "flash" else "RAM")
     return _png(figure)
+
+
+def _against_limit(axes, region: str, breakdown: dict[str, Any], limit: int | None,
+                   board_id: str | None) -> None:
+    data = breakdown[region]
+    left = 0
+    for key, size in data["categories"].items():
+        if size > 0:
+            axes.barh(0, size, left=left, color=CATEGORY_COLOURS.get(key, "#999999"),
+                      edgecolor="white", linewidth=0.6, height=0.6)
+            left += size
+    if region == "ram":
+        for name, size in breakdown.get("ram_not_counted", {}).items():
+            axes.barh(0, size, left=left, color="white", edgecolor="#999999", hatch="///",
+                      height=0.6, linewidth=0.6)
+            axes.text(left + size, 0, f" {name} {size:,} B (reserved, not in PlatformIO's RAM)",
+                      fontsize=7, va="center", color="#777777")
+            left += size
+    if limit:
+        axes.axvline(limit, color="#e15759", linewidth=1.5)
+        axes.text(limit, 0.42, f" {board_id or 'board'} limit {limit:,} B", fontsize=8,
+                  color="#e15759", ha="right", va="bottom")
+    right = max(limit or 0, left) * 1.02
+    axes.set_xlim(0, right)
+    used = data["total"]
+    share = f" ({100 * used / limit:.1f}% of {limit:,} B)" if limit else ""
+    axes.set_title(f"{'Flash' if region == 'flash' else 'RAM'}: {used:,} B used{share}",
+                   loc="left", fontsize=10, color=_INK)
+    axes.set_yticks([])
+    axes.set_ylim(-0.5, 0.75)
+    _byte_ticks(axes, right)
+    _style(axes)
+    axes.spines["left"].set_visible(False)
+
+
+def _by_category(axes, categories: dict[str, int], labels: dict[str, str], title: str) -> None:
+    parts = sorted(((size, key) for key, size in categories.items() if size > 0), reverse=True)
+    positions = list(range(len(parts)))
+    axes.barh(positions, [size for size, _ in parts], height=0.7,
+              color=[CATEGORY_COLOURS.get(key, "#999999") for _, key in parts])
+    top = max([size for size, _ in parts] + [1])
+    for y, (size, _) in enumerate(parts):
+        axes.text(size, y, f" {size:,}", va="center", fontsize=7, color=_INK)
+    axes.set_yticks(positions, [labels.get(key, key) for _, key in parts], fontsize=7)
+    axes.set_ylim(len(parts) - 0.4, -0.6)
+    axes.set_xlim(0, top * 1.3)
+    _byte_ticks(axes, top * 1.3, most=4)
+    axes.set_title(f"{title} by category (bytes)", loc="left", fontsize=10, color=_INK)
+    _style(axes)
 
 
 def validation_png(validation: dict[str, Any]) -> bytes:
