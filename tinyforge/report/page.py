@@ -36,7 +36,7 @@ def render(data: ReportData) -> RenderedReport:
                           ("memory", _memory), ("validation", _validation)):
         body, png = builder(data)
         if body is None:
-            reason = data.missing.get(name, "no data")
+            reason = data.missing.get(name) or _DEFAULT_MISSING.get(name, "no data")
             sections[name] = f"missing: {reason}"
             parts.append(_missing(name, reason))
             continue
@@ -49,6 +49,8 @@ def render(data: ReportData) -> RenderedReport:
     return RenderedReport(html, pngs, sections)
 
 
+_DEFAULT_MISSING = {"cost": "latency and energy need the per-operator instruction counts of "
+                            "the emulated Cortex-M4 (`tinyforge profile`)"}
 _TITLES = {"lifetimes": "Tensor lifetimes and arena occupancy", "layers": "Per-layer cost",
            "cost": "Latency and energy on the nRF52840", "memory": "Flash and RAM breakdown",
            "validation": "Last validate run: device against host"}
@@ -186,9 +188,7 @@ def _cost(data: ReportData):
         return None, None
     latency, energy = cost.get("latency"), cost.get("energy")
     if latency is None:
-        return _section("cost", '<p class="missing">Not available: latency and energy need '
-                        "the per-operator instruction counts of the emulated Cortex-M4 "
-                        "(`tinyforge profile`).</p>"), None
+        return None, None
     low, high = latency["seconds"]
     cpi = latency["cycles_per_instruction"]
     rows = [["instructions", f"{latency['instructions']:,}"],
