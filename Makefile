@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages for the emulated Cortex-M4 target (qemu-m4): compiler, C/C++ libraries, QEMU.
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm
+# Headless Chromium for the report's browser test (~120 MB download, ~410 MB installed with its
+# libraries); the test skips without it, tinyforge itself never needs it.
+APT_PACKAGES += chromium
 
 .PHONY: setup test system-packages bench clean
 

@@ -31,9 +31,11 @@ ALLOWED = {
     "project": {"pipeline", "device", "model", "board", "base"},
     "toolchain": {"board", "base"},
     "device": {"board", "base"},
-    "flows": {"project", "toolchain", "device", "pipeline", "model", "board", "base"},
-    "commands": {"flows", "project", "toolchain", "device", "pipeline", "model", "board",
-                 "base"},
+    # Plots and the HTML page, from plain data: nothing below it is needed to draw.
+    "report": {"base"},
+    "flows": {"report", "project", "toolchain", "device", "pipeline", "model", "board", "base"},
+    "commands": {"flows", "report", "project", "toolchain", "device", "pipeline", "model",
+                 "board", "base"},
     "cli": {"commands", "base"},
 }
 

@@ -18,7 +18,7 @@ from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TinyforgeError
 
 # Order is the order of `tinyforge --help`.
 COMMANDS = ("build", "inspect", "boards", "doctor", "setup", "flash", "monitor", "validate",
-            "features", "selftest", "resolver_table")
+            "features", "report", "selftest", "resolver_table")
 
 log = logging.getLogger("tinyforge")
 

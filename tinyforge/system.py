@@ -1,7 +1,8 @@
 """Programs tinyforge runs from the host system, and the Debian packages that provide them.
 
 The emulated target (qemu-m4) needs Debian's arm-none-eabi toolchain and QEMU; the Makefile's
-APT_PACKAGES lists the same packages, and `tinyforge doctor` prints `APT_INSTALL` as the fix.
+APT_PACKAGES lists the same packages (plus chromium, for the report's browser test), and
+`tinyforge doctor` prints `APT_INSTALL` as the fix.
 """
 
 from __future__ import annotations

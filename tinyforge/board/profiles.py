@@ -57,6 +57,12 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "transport": (str, False),
     },
     "sensors": {},  # free-form: revision -> list of parts
+    # Datasheet currents for the energy estimate (docs/cost.md); optional.
+    "power": {
+        "source": (str, True), "supply_v": ((float, int), True),
+        "run_dcdc_ma": ((float, int), True), "run_ldo_ma": ((float, int), True),
+        "sleep_ua": ((float, int), True), "notes": (str, False),
+    },
 }
 _REQUIRED_SECTIONS = ("memory", "platformio", "tflm", "runtime", "serial")
 
@@ -80,6 +86,7 @@ class Board:
     path: Path = field(compare=False)
     # `sensors.inputs`: the sensor pipelines the firmware can feed (docs/pipeline.md).
     inputs: tuple[str, ...] = ()
+    power: dict[str, Any] = field(default_factory=dict)
 
     @property
     def flash_bytes(self) -> int:
@@ -171,7 +178,7 @@ def load_profile(path: Path) -> Board:
         emulated=data.get("emulated", False), description=data.get("description", ""),
         memory=data["memory"], platformio=data["platformio"], tflm=data["tflm"],
         runtime=data["runtime"], serial=data["serial"], sensors=sensors,
-        path=path, inputs=inputs,
+        path=path, inputs=inputs, power=data.get("power", {}),
     )
 
 
@@ -251,6 +258,9 @@ def _validate_values(data, path: Path) -> list[str]:
                         "tinyforge's boards/ (generate one with `tinyforge resolver-table`)")
     if data["pointer_bytes"] not in (4, 8):
         problems.append("pointer_bytes must be 4 or 8")
+    for key in ("supply_v", "run_dcdc_ma", "run_ldo_ma", "sleep_ua"):
+        if key in data.get("power", {}) and not data["power"][key] > 0:
+            problems.append(f"power.{key} must be positive")
     for key in ("build_flags", "build_unflags", "packages"):
         values = data["platformio"].get(key, [])
         if not all(isinstance(v, str) for v in values):

@@ -261,7 +261,8 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
         else:
             samples = random_samples(spec, random_count or DEFAULT_RANDOM_SAMPLES, seed)
         log.info("validating %d inputs against %s", len(samples), reference.name)
-        return run(conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs)
+        return last_build.save_validation(build, run(
+            conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs))
     finally:
         source.close(link)
 

@@ -6,17 +6,27 @@ newest manifest under ./build/*/ is the last build (filtered by `--board` when g
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..board import profiles
 from ..board.profiles import Board
 from ..errors import InputError
 from . import writer
 
+log = logging.getLogger(__name__)
+
 # Where `build` writes a project without --project-dir (build/BOARD), and so where the
 # other commands look for the last build.
 DEFAULT_ROOT = Path("build")
+# The last `validate` run's report, for `tinyforge report`.
+VALIDATION_PATH = ".tinyforge/last-validate.json"
+MAX_VALIDATION_BYTES = 16 * 1024 * 1024
+
+_Report = TypeVar("_Report")
 
 
 @dataclass(frozen=True)
@@ -76,3 +86,38 @@ def _last_build(project_dir: Path, manifest: dict, board_id: str | None) -> Last
         raise InputError(f"{project_dir} was built for '{built_for}', not '{board_id}'",
                          hint=f"run `tinyforge build --board {board_id}` or drop --board")
     return LastBuild(project_dir, manifest, profiles.load_board(built_for))
+
+
+def save_validation(build: LastBuild, report: _Report) -> _Report:
+    """Keep a validate report (anything with `to_json()`) in the build's project, with the
+    model it was made for; returns the report. Failing to save it only warns: the
+    validation itself has been done."""
+    document = {"model_sha256": build.model_sha256, "report": report.to_json()}
+    try:
+        writer.atomic_write_text(build.project_dir / VALIDATION_PATH,
+                                 json.dumps(document, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        log.warning("warning: the validate report was not saved for `tinyforge report` (%s)",
+                    exc.strerror or exc)
+    return report
+
+
+def load_validation(build: LastBuild) -> tuple[dict | None, str | None]:
+    """(the last validate report saved for this build's model, None) or (None, why not)."""
+    path = build.project_dir / VALIDATION_PATH
+    hint = "run `tinyforge validate` again to replace it"
+    try:
+        if path.stat().st_size > MAX_VALIDATION_BYTES:
+            raise InputError(f"{path} is too large to be a validate report", hint=hint)
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "`tinyforge validate` has not run on this build yet"
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the saved validate report {path} is unreadable: {exc}",
+                         hint=hint) from None
+    if not (isinstance(document, dict) and isinstance(document.get("report"), dict)):
+        raise InputError(f"{path} is not a validate report", hint=hint)
+    if document.get("model_sha256") != build.model_sha256:
+        return None, ("the last validate run was for another model than this build's; run "
+                      "`tinyforge validate` again")
+    return document["report"], None

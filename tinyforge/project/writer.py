@@ -160,6 +160,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(Path(path), text.encode("utf-8"))
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write one binary file atomically (a report's PNGs)."""
+    _atomic_write(Path(path), data)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -1,0 +1,155 @@
+"""`tinyforge report` as a library: one HTML page (and PNGs) about the last build.
+
+It takes what exists for the last build: its model (MACs per layer), its firmware's linker
+map (the flash/RAM breakdown, checked against the ELF), the last saved `validate` report,
+and, when given, per-operator instruction counts and the graph's tensor lifetimes. What is
+missing is said on the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..board import profiles
+from ..board.profiles import Board
+from ..errors import InputError, ProjectError, ToolMissingError
+from ..project import cycle_ratios, last_build, writer
+from ..report.data import Lifetimes, ReportData
+
+log = logging.getLogger(__name__)
+
+# Where the report goes without --output: a folder of the project.
+DEFAULT_DIR = "report"
+HTML_NAME = "report.html"
+DEFAULT_DECISIONS_PER_S = 1.0
+# qemu-m4 emulates the Nano 33 BLE's limits; its latency and energy are estimated for that
+# board, whose profile holds the nRF52840's figures.
+EMULATED_TARGET = "nano33ble"
+
+
+@dataclass
+class ReportResult:
+    html: Path
+    pngs: list[Path]
+    sections: dict[str, str]
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"html": str(self.html), "pngs": [str(p) for p in self.pngs],
+                "sections": self.sections}
+
+
+def report_last_build(*, project_dir: Path | None = None, board_id: str | None = None,
+                      output_dir: Path | None = None,
+                      decisions_per_s: float = DEFAULT_DECISIONS_PER_S,
+                      instructions: dict[int, int] | None = None,
+                      lifetimes: Lifetimes | None = None) -> ReportResult:
+    """Write the report of the last build; returns where it went and what each section has."""
+    if not math.isfinite(decisions_per_s) or decisions_per_s <= 0:
+        raise InputError(f"the decision rate must be positive, not {decisions_per_s}",
+                         hint="give decisions per second, e.g. --rate 1")
+    build = last_build.find(project_dir, board_id)
+    data = collect(build, decisions_per_s=decisions_per_s, instructions=instructions,
+                   lifetimes=lifetimes)
+    return write(data, Path(output_dir) if output_dir else build.project_dir / DEFAULT_DIR)
+
+
+def collect(build: last_build.LastBuild, *, decisions_per_s: float = DEFAULT_DECISIONS_PER_S,
+            instructions: dict[int, int] | None = None,
+            lifetimes: Lifetimes | None = None) -> ReportData:
+    """Everything the report shows about one build, with the reason for each missing part."""
+    board = build.board
+    model = build.manifest.get("model") or {}
+    data = ReportData(
+        title=f"{model.get('name', 'firmware without a model')} on {board.name}",
+        board={"id": board.id, "name": board.name, "flash_bytes": board.flash_bytes,
+               "ram_bytes": board.ram_bytes},
+        model={k: model.get(k) for k in ("name", "sha256", "bytes")} if model else None)
+    data.cost = _cost(build, data, decisions_per_s, instructions)
+    _breakdown(build, data)
+    data.validation, why = last_build.load_validation(build)
+    if data.validation is None:
+        data.missing["validation"] = why
+    data.lifetimes = lifetimes
+    if lifetimes is None:
+        data.missing["lifetimes"] = ("the graph's tensor lifetimes and lower bound are not "
+                                     "computed by this tinyforge yet (the memory planner)")
+    return data
+
+
+def _cost(build, data: ReportData, decisions_per_s: float,
+          instructions: dict[int, int] | None) -> dict[str, Any] | None:
+    from ..model import cost, macs
+    from ..model.reader import read_model_file
+
+    path = build.model_path
+    if path is None or not path.is_file():
+        data.missing["layers"] = data.missing["cost"] = (
+            f"the build's model file {path} is not there" if path else
+            "this firmware has no model (the self-test firmware)")
+        return None
+    model_bytes, _ = read_model_file(path)
+    layers = macs.layer_costs(model_bytes, path.name)
+    target = _estimate_board(build.board)
+    ratio = cycle_ratios.lookup(target.id, build.model_sha256) if target else None
+    return cost.summary(
+        layers, target or build.board, instructions=instructions,
+        power=cost.PowerFigures.from_board(target) if target else None,
+        decisions_per_s=decisions_per_s,
+        measured_cpi=ratio.cycles_per_instruction if ratio else None,
+        measured_basis=f"measured on {ratio.board}: {ratio.cycles:,} cycles for "
+                       f"{ratio.instructions:,} instructions ({ratio.source})" if ratio else "")
+
+
+def _estimate_board(board: Board) -> Board | None:
+    if board.power:
+        return board
+    if board.emulated:
+        return profiles.load_board(EMULATED_TARGET)
+    return None
+
+
+def _breakdown(build, data: ReportData) -> None:
+    from ..toolchain import linkmap
+
+    map_path = build.elf.with_suffix(".map")
+    if not map_path.is_file():
+        data.missing["memory"] = (f"no linker map at {map_path}: build the firmware first "
+                                  "(`tinyforge build`); the nano33ble platform writes one only "
+                                  "with `-Wl,-Map` in its build flags")
+        return
+    parsed = linkmap.read_map(map_path)
+    result = linkmap.breakdown(parsed, build.board.platformio["platform"],
+                               tflm_library=build.board.tflm["library"], map_path=str(map_path))
+    data.breakdown = result.to_json()
+    if build.elf.is_file():
+        try:
+            data.breakdown_check = linkmap.check_against_elf(
+                result, linkmap.elf_section_sizes(build.elf))
+        except ToolMissingError as exc:
+            log.warning("not checked against the ELF: %s", exc.message)
+
+
+def write(data: ReportData, output_dir: Path) -> ReportResult:
+    """Render `data` and write the page and its PNGs into `output_dir`."""
+    from ..report import page
+
+    rendered = page.render(data)
+    output_dir = Path(output_dir)
+    pngs = [output_dir / name for name in sorted(rendered.pngs)]
+    html = output_dir / HTML_NAME
+    try:
+        for path in pngs:
+            writer.atomic_write_bytes(path, rendered.pngs[path.name])
+        # A plot whose data went missing since the last report must not linger beside it.
+        for name in set(page.PNG_NAMES.values()) - set(rendered.pngs):
+            (output_dir / name).unlink(missing_ok=True)
+        writer.atomic_write_text(html, rendered.html)
+    except OSError as exc:
+        raise ProjectError(f"cannot write the report in {output_dir}: {exc.strerror or exc}",
+                           hint="choose a writable --output folder") from None
+    return ReportResult(html, pngs, rendered.sections)
