@@ -19,9 +19,15 @@
 # between projects and nothing would ever be shared. The hash is left out of the key; every
 # source and header still is, by content, so a different library can never match.
 #
+# The key also holds the platform's and its packages' names and versions: SCons does not see
+# the compiler itself, nor headers it finds only through response files (the Arduino mbed core
+# passes its include folders as `@includes.txt`), so an updated toolchain or framework must
+# not match objects compiled with the old one.
+#
 # Only objects and archives outside the project's own `src/` are cached: the sketch, the
 # model array and the firmware change with every model and compile in seconds anyway.
 
+import json
 import os
 import re
 
@@ -39,6 +45,7 @@ class _SharedObjectCache(SCons.CacheDir.CacheDir):
     """A CacheDir for library and framework objects, keyed independently of the project."""
 
     project_src = None
+    packages = ""
 
     def _shared(self, node):
         path = node.get_internal_path().replace(os.sep, "/")
@@ -49,6 +56,7 @@ class _SharedObjectCache(SCons.CacheDir.CacheDir):
             return None, None
         sigs = [child.get_cachedir_csig() for child in node.children()]
         sigs.append(node.get_contents_sig())
+        sigs.append(self.packages)
         sigs.append(_LIBRARY_BUILD_DIR.sub(r"\1lib/", node.get_internal_path()
                                            .replace(os.sep, "/")))
         sig = SCons.Util.hash_collect(sigs)
@@ -78,6 +86,9 @@ def _enable():
         return
     src = env.Dir("$BUILD_SRC_DIR").get_internal_path()  # noqa: F821
     _SharedObjectCache.project_src = src.replace(os.sep, "/") + "/"
+    platform = env.PioPlatform()  # noqa: F821
+    used = [platform.name, platform.version, platform.dump_used_packages()]
+    _SharedObjectCache.packages = SCons.Util.hash_signature(json.dumps(used, sort_keys=True))
     env.CacheDir(folder, custom_class=_SharedObjectCache)  # noqa: F821
 
 
