@@ -155,16 +155,19 @@ def test_a_cached_figure_belongs_to_one_model(tmp_path, board, prepared):
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"version": 2, "measurements": []}',
-                                     '{"v1:0.1.0:abc:def": {"minimum_bytes": 1}}'])
+                                     '{"v1:0.1.0:abc:def": {"minimum_bytes": 1}}', "EDITED"])
 def test_an_unreadable_or_old_cache_is_ignored_and_rewritten(tmp_path, board, prepared,
                                                              own_cache, content):
-    own_cache.parent.mkdir(parents=True)
-    own_cache.write_text(content)
-    assert device_arena.choose(prepared, board, None, "auto").used.source == "host"
     copy_project = tmp_path / "p"
     _download(copy_project, board, _tflm_tree(tmp_path / "tree"))
-    device_arena.record(prepared, device_arena.Library.find(board, None, copy_project),
-                        DEVICE_FIGURE)
+    library = device_arena.Library.find(board, None, copy_project)
+    if content == "EDITED":  # a real entry whose figure is no longer a number
+        device_arena.record(prepared, library, DEVICE_FIGURE)
+        content = own_cache.read_text().replace('"minimum_bytes": 2784', '"minimum_bytes": "x"')
+    own_cache.parent.mkdir(parents=True, exist_ok=True)
+    own_cache.write_text(content)
+    assert device_arena.choose(prepared, board, None, "auto").used.source == "host"
+    device_arena.record(prepared, library, DEVICE_FIGURE)
     assert device_arena.choose(prepared, board, None, "auto").used.source == "device"
 
 

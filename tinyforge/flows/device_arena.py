@@ -4,7 +4,8 @@ The model firmware is built for qemu-m4 with the largest arena the board's RAM a
 in QEMU, and asked over serial (PROBE arena=N, docs/protocol.md) whether the model allocates
 and invokes with only N bytes. A binary search over N finds the device's minimum in a few
 milliseconds per probe; the firmware build is the slow part (the TFLM library compiles once
-per project, ~4 min on 2 cores, then a model change rebuilds in seconds).
+per machine, 3-5 min on 2 cores, then comes from the shared object cache: a new project or
+model builds in seconds).
 
 This needs the arm-none-eabi toolchain, QEMU and a TFLM library tree: `--tflm`, or the board's
 pinned library once PlatformIO has downloaded it into the user's project. Results are cached
@@ -43,6 +44,8 @@ PROBE_TIMEOUT_S = 10.0
 # (interpreter, resolver, protocol state), on top of the board profile's framework figure.
 _PROBE_FIRMWARE_SLACK = 4096
 _CACHE_VERSION = 2
+_MEASUREMENT_TYPES = {"minimum_bytes": int, "reported_bytes": int, "probes": int,
+                      "seconds": (int, float), "source": str}
 
 
 def unavailable_reason(board: profiles.Board, tflm_root: Path | None) -> str | None:
@@ -277,12 +280,12 @@ def _cache_load(prepared: PreparedModel, library: str | None) -> ArenaMeasuremen
     if library is None:
         return None
     entry = _read_cache()["measurements"].get(_cache_key(prepared, library))
-    if not isinstance(entry, dict):
+    if not isinstance(entry, dict) or set(entry) != set(_MEASUREMENT_TYPES):
         return None
-    try:
-        return ArenaMeasurement(**entry)
-    except TypeError:
-        return None
+    if not all(isinstance(entry[k], t) and not isinstance(entry[k], bool)
+               for k, t in _MEASUREMENT_TYPES.items()):
+        return None  # an edited or damaged cache is no measurement
+    return ArenaMeasurement(**entry)
 
 
 def record(prepared: PreparedModel, library: Library,
