@@ -9,6 +9,7 @@ them, so these tests need neither QEMU nor a TFLM tree.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -83,11 +84,15 @@ def test_the_pinned_library_downloaded_into_a_project_is_found_by_its_piopm(tmp_
     json.dumps({"spec": "git+https://github.com/spaziochirale/Chirale_TensorFlowLite.git"}),
     "{not json",
     None,  # no .piopm: not something PlatformIO installed
+    "FIFO",  # never read (it would block)
 ])
 def test_anything_but_the_pinned_download_is_not_taken_for_it(tmp_path, board, piopm):
     copy = _download(tmp_path / "p", board, _tflm_tree(tmp_path / "tree"))
     if piopm is None:
         (copy / ".piopm").unlink()
+    elif piopm == "FIFO":
+        (copy / ".piopm").unlink()
+        os.mkfifo(copy / ".piopm")
     else:
         (copy / ".piopm").write_text(piopm)
     assert downloaded_tflm(board, tmp_path / "p") is None
@@ -113,6 +118,9 @@ def test_a_trees_digest_is_its_content_wherever_it_lives(tmp_path, board):
     (moved / "src" / "tensorflow" / "lite" / "micro" / "kernels" / "conv.cpp").rename(
         moved / "src" / "tensorflow" / "lite" / "micro" / "conv.cpp")
     assert tree_digest(moved) != tree_digest(tree)
+    if os.geteuid() != 0:  # root reads any file
+        (moved / "library.properties").chmod(0)
+        assert tree_digest(moved) is None
 
 
 # --- the cache: keyed by content, found without a tree for the pinned library ---------------

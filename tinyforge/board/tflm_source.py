@@ -55,6 +55,8 @@ def downloaded_tflm(board: Board, project_dir: Path | str) -> Path | None:
     (`.pio/libdeps/<board>/<library>`, whose `.piopm` names the profile's `tflm.source`),
     or None. The project's own dependency, so nothing here needs the network."""
     root = Path(project_dir) / ".pio" / "libdeps" / board.id / board.tflm["library"]
+    if not (root / ".piopm").is_file():  # nor a FIFO, which would block the read
+        return None
     try:
         with open(root / ".piopm", "rb") as handle:
             record = json.loads(handle.read(_PIOPM_MAX_BYTES + 1)[:_PIOPM_MAX_BYTES])
@@ -76,18 +78,22 @@ def _bare_uri(uri: str) -> str:
 def tree_digest(root: Path) -> str | None:
     """A digest of a library tree's content (relative paths and bytes), the same for every copy
     of it wherever it lives; dot-entries (.git, PlatformIO's .piopm) are left out. None for a
-    tree too large to be a library."""
+    tree too large to be a library or with a file that cannot be read: then nothing measured
+    with it is cached."""
     root = Path(root)
     files = []
     for folder, subfolders, names in os.walk(root):  # never follows links to folders
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         files += [Path(folder, name) for name in names if not name.startswith(".")]
     files = sorted(path for path in files if path.is_file())
-    if (len(files) > _DIGEST_MAX_FILES
-            or sum(path.stat().st_size for path in files) > _DIGEST_MAX_BYTES):
-        return None
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    try:
+        if (len(files) > _DIGEST_MAX_FILES
+                or sum(path.stat().st_size for path in files) > _DIGEST_MAX_BYTES):
+            return None
+        for path in files:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    except OSError:
+        return None
     return digest.hexdigest()
