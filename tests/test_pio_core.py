@@ -343,3 +343,18 @@ def test_the_users_own_build_cache_dir_is_left_as_platformio_uses_it(tmp_path_fa
     build(tmp_path / "p", seeded_core(tmp_path_factory))
     assert any((tmp_path / "theirs").glob(".sconsign*"))  # PlatformIO put its records there
     assert not (tmp_path / "objects").exists()
+
+
+@pytest.mark.emulator
+def test_an_unusable_object_cache_never_fails_a_build(tmp_path_factory, tmp_path, monkeypatch):
+    require_emulator()
+    block_network(monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(pio.ENV_BUILD_CACHE_DIR, str(blocker / "objects"))
+    _foo_project(tmp_path / "p", 1, f"Foo=symlink://{_library(tmp_path / 'Foo')}")
+    lines: list[str] = []
+    report = pio.build(tmp_path / "p", profiles.load_board("qemu-m4"),
+                       seeded_core(tmp_path_factory), on_line=lines.append, timeout=600)
+    assert report.firmware and report.cached_files == 0
+    assert any("cannot write the shared object cache" in line for line in lines)

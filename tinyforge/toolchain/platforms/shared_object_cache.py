@@ -84,6 +84,15 @@ def _enable():
     if env.subst("$BUILD_CACHE_DIR"):  # noqa: F821
         # The user's own build_cache_dir: PlatformIO has already set it up; keep it.
         return
+    try:
+        os.makedirs(folder, exist_ok=True)
+        usable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+        usable = False
+    if not usable:  # a cache is never worth failing a build for
+        print("tinyforge: cannot write the shared object cache %s; building without it "
+              "(set TINYFORGE_BUILD_CACHE_DIR to a writable folder, or empty)" % folder)
+        return
     src = env.Dir("$BUILD_SRC_DIR").get_internal_path()  # noqa: F821
     _SharedObjectCache.project_src = src.replace(os.sep, "/") + "/"
     platform = env.PioPlatform()  # noqa: F821
