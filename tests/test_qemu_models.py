@@ -130,7 +130,9 @@ def test_the_library_platformio_downloaded_gives_the_device_arena_without_a_tree
     the emulated M4 with that copy (no --tflm, no TINYFORGE_TFLM), and a plain `inspect` shows
     the same figure from the cache."""
     require_emulator()
-    env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(seeded_core(tmp_path_factory)))
+    # An arena cache of its own: the other tests measured this model with the same content.
+    env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(seeded_core(tmp_path_factory)),
+               XDG_CACHE_HOME=str(tmp_path / "xdg"))
     board = profiles.load_board("nano33ble")
     project = tmp_path / "p"
     _as_platformio_downloaded_it(tflm_tree, project, board)
@@ -139,6 +141,9 @@ def test_the_library_platformio_downloaded_gives_the_device_arena_without_a_tree
                                  "--project-dir", project, "--no-compile", "--json", env=env,
                                  timeout=1800, check_rc=0).stdout)
     assert built["arena"]["source"] == "device"
+    probes = list((tmp_path / "xdg" / "tinyforge" / "arena-probe").glob("*/platformio.ini"))
+    assert len(probes) == 1 and f"symlink://{project.resolve()}/.pio/libdeps" in \
+        probes[0].read_text(), "measured with the downloaded copy"
     ini = (project / "platformio.ini").read_text()
     assert f"Chirale_TensorFlowLite={board.tflm['source']}" in ini and "symlink" not in ini
     inspected = json.loads(tinyforge("inspect", model, "--board", "nano33ble", "--json", env=env,
@@ -155,7 +160,8 @@ def test_a_qemu_project_measures_and_builds_with_its_own_downloaded_library(
     """The measurement build in the project itself keeps the pinned lib_deps entry, so the
     final build changes no platformio.ini line (which would make PlatformIO rebuild all)."""
     require_emulator()
-    env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(seeded_core(tmp_path_factory)))
+    env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(seeded_core(tmp_path_factory)),
+               XDG_CACHE_HOME=str(tmp_path / "xdg"))
     board = profiles.load_board("qemu-m4")
     project = tmp_path / "p"
     _as_platformio_downloaded_it(tflm_tree, project, board)
@@ -166,8 +172,10 @@ def test_a_qemu_project_measures_and_builds_with_its_own_downloaded_library(
     assert built["arena"]["source"] == "device"
     assert f"Chirale_TensorFlowLite={board.tflm['source']}" in \
         (project / "platformio.ini").read_text()
-    # The measurement compiled TFLM; the final build only what the measured arena changed.
-    assert built["build"]["compiled_files"] < 10, built["build"]
+    # The measurement built TFLM; the final build only what the measured arena changed (an
+    # edited platformio.ini would have made PlatformIO start over: TFLM again, from the cache).
+    assert built["build"]["compiled_files"] < 10 and built["build"]["cached_files"] == 0, \
+        built["build"]
     report = json.loads(tinyforge("validate", "--project-dir", project, "--random", "8",
                                   "--json", env=env, check_rc=0).stdout)
     assert report["exact_matches"] == 8, report["mismatches"]
