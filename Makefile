@@ -1,4 +1,5 @@
-# The two set-up commands of the README: `make setup` and `make test`.
+# The two set-up commands of the README: `make setup` and `make test`; `make test-fast` is a
+# quicker tier for developers (no QEMU, no TensorFlow conversions, no TFLM tree).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,14 +9,18 @@ APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eab
 # libraries); the test skips without it, tinyforge itself never needs it.
 APT_PACKAGES += chromium
 
-.PHONY: setup test system-packages bench clean
+.PHONY: setup test test-fast python-version system-packages bench clean
 
-setup: system-packages
+setup: python-version system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@$(BIN)/tinyforge setup || echo "note: the emulated target (qemu-m4) is not ready, see above; its tests will be skipped"
 	@echo "setup done: activate with 'source $(VENV)/bin/activate', then run 'tinyforge doctor'"
+
+# tinyforge reads board profiles with tomllib (3.11+); TensorFlow 2.21 has wheels up to 3.13.
+python-version:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else "tinyforge needs Python 3.11-3.13 (tomllib; TensorFlow 2.21 wheels), this is " + sys.version.split()[0] + ": run make setup PYTHON=python3.11 (or 3.12, 3.13)")'
 
 # Installs the Debian packages only when running as root and only those that are missing;
 # otherwise says what is missing and how to install it (tinyforge doctor says the same).
@@ -32,6 +37,9 @@ system-packages:
 
 test:
 	$(BIN)/python -m pytest -q -ra
+
+test-fast:
+	$(BIN)/python -m pytest -q -ra -m "not emulator and not tensorflow and not tflm_tree and not slow"
 
 bench:
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -1,11 +1,22 @@
 """Shared fixtures: the real CLI in a child process, real TensorFlow-made models, isolation.
 
 Every PlatformIO call in the tests gets its own empty core dir, so nothing reads or writes
-the developer's ~/.platformio and no test waits on another's package lock.
+the developer's ~/.platformio and no test waits on another's package lock. tinyforge's own
+caches (XDG_CACHE_HOME: arena measurements, measurement projects) belong to the session; the
+shared object cache too, unless the developer names one in TINYFORGE_BUILD_CACHE_DIR (then
+the TFLM tier compiles TFLM once, not once per session).
+
+Test tiers (markers, pyproject.toml): `make test` runs everything a fresh machine can;
+`make test-fast` leaves out `emulator`, `tensorflow`, `tflm_tree` and `slow`. Markers that
+follow from a fixture are added here: `emulator` for `selftest_project` (QEMU), `tflm_tree`
+for `tflm_tree`, and `tensorflow` for `models` while its models are not cached yet.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,6 +28,34 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 MODELS_SCRIPT = REPO / "tests" / "models" / "make_models.py"
 TFLM_ENV = "TINYFORGE_TFLM"
+BUILD_CACHE_ENV = "TINYFORGE_BUILD_CACHE_DIR"
+# The models make_models.py wrote, kept in pytest's cache (.pytest_cache/) between sessions,
+# keyed by the script and the versions that shape its output.
+_MODELS_CACHE = "tinyforge-test-models"
+_MODELS_DONE = ".complete"
+_MODELS_SHAPED_BY = ("tensorflow-cpu", "tensorflow", "keras", "numpy")
+_FIXTURE_MARKERS = {"selftest_project": "emulator", "tflm_tree": "tflm_tree"}
+
+
+def pytest_collection_modifyitems(config, items):
+    models_cached = _cached_models_dir(config) is not None
+    for item in items:
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(marker)
+        if "models" in item.fixturenames and not models_cached:
+            item.add_marker("tensorflow")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_caches(tmp_path_factory):
+    """tinyforge's caches for this session only (see the module docstring)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    if BUILD_CACHE_ENV not in os.environ:
+        patch.setenv(BUILD_CACHE_ENV, str(tmp_path_factory.mktemp("build-cache")))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +77,18 @@ def cli_env(pio_core, tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
+def in_process(cli_env, monkeypatch) -> dict[str, str]:
+    """This process's environment made what `cli_env` gives the CLI, for tests that call
+    tinyforge's library functions instead of spawning the command line."""
+    for name, value in cli_env.items():
+        if os.environ.get(name) != value:
+            monkeypatch.setenv(name, value)
+    for name in set(os.environ) - set(cli_env):
+        monkeypatch.delenv(name)
+    return cli_env
+
+
+@pytest.fixture
 def tinyforge(cli_env, tmp_path):
     """Run the real `tinyforge` command line; returns the CompletedProcess."""
     def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
@@ -52,16 +103,55 @@ def tinyforge(cli_env, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory) -> Path:
-    """Small models made by real TensorFlow in a child process (see tests/models/)."""
-    if subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True).returncode:
-        pytest.skip("TensorFlow is not installed (run `make setup`)")
+def models(request, tmp_path_factory) -> Path:
+    """Small models made by real TensorFlow in a child process (see tests/models/), made once
+    and kept in pytest's cache until the script or TensorFlow's version changes."""
     out = tmp_path_factory.mktemp("models")
+    cached = _cached_models_dir(request.config)
+    if cached is not None:
+        shutil.copytree(cached, out, dirs_exist_ok=True)  # tests never touch the cached copy
+        return out
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("TensorFlow is not installed (run `make setup`)")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, str(MODELS_SCRIPT), str(out)], capture_output=True,
                             text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    _store_models(request.config, out)
     return out
+
+
+def _models_slot(config) -> Path | None:
+    cache = getattr(config, "cache", None)  # None with `-p no:cacheprovider`
+    if cache is None:
+        return None
+    key = hashlib.sha256(MODELS_SCRIPT.read_bytes())
+    for dist in _MODELS_SHAPED_BY:
+        try:
+            key.update(f"{dist}=={importlib.metadata.version(dist)};".encode())
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return cache.mkdir(_MODELS_CACHE) / key.hexdigest()[:16]
+
+
+def _cached_models_dir(config) -> Path | None:
+    slot = _models_slot(config)
+    return slot if slot is not None and (slot / _MODELS_DONE).is_file() else None
+
+
+def _store_models(config, made: Path) -> None:
+    slot = _models_slot(config)
+    if slot is None:
+        return
+    staging = slot.with_name(f".{slot.name}.{os.getpid()}")
+    if slot.exists() and not (slot / _MODELS_DONE).is_file():
+        shutil.rmtree(slot, ignore_errors=True)  # left incomplete by hand
+    shutil.copytree(made, staging, dirs_exist_ok=True)
+    (staging / _MODELS_DONE).write_text("made by tests/models/make_models.py\n")
+    try:
+        os.replace(staging, slot)
+    except OSError:  # another session stored them first
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -86,6 +86,7 @@ def test_example_int8_model_classifies_its_calibration_windows(example):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                     reason="conversion needs tensorflow-cpu (make setup)")
 def test_example_accuracy_report_after_a_real_conversion(tmp_path):

@@ -52,3 +52,18 @@ def test_device_plan_uses_the_small_margin():
     plan = arena.plan_from_device(device, None)
     assert plan.margin_bytes == arena.align(int(2784 * 0.02) + 64) == 128
     assert plan.arena_bytes == 2912 and plan.to_json()["source"] == "device"
+
+
+def test_a_crashing_probe_prints_nothing_through_an_inherited_fault_handler():
+    """pytest (or PYTHONFAULTHANDLER) enables a fault handler on its own copy of stderr; a
+    probe child that segfaults, as too-small arenas do, must not dump through it."""
+    import subprocess
+    import sys
+    code = ("import ctypes, faulthandler, os\n"
+            "faulthandler.enable(file=os.fdopen(os.dup(2), 'w'))\n"
+            "from tinyforge.model import isolated\n"
+            "print(isolated.call_isolated(ctypes.string_at, 0).signal)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "11", done.stderr
+    assert "Fatal Python error" not in done.stderr

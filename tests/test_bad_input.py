@@ -126,6 +126,7 @@ def test_missing_calibration_for_int8_conversion(tinyforge, tmp_path):
     _refused(result, "missing.npz", project=tmp_path / "p")
 
 
+@pytest.mark.tensorflow
 def test_wrongly_shaped_calibration(tinyforge, tmp_path):
     import numpy as np
     samples = tmp_path / "samples.npy"
@@ -177,6 +178,7 @@ def test_project_dir_not_writable(tinyforge, models, tmp_path):
         _refused(result, "not writable", project=locked / "project")
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_rendering_leaves_the_previous_project_intact(models, tmp_path, cli_env):
     def argv(model: str, project: Path) -> list[str]:
         return [sys.executable, "-m", "tinyforge", "build", "--no-compile", "--project-dir",

@@ -34,6 +34,7 @@ def _int8(models, name, tmp_path, **kwargs):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_dense_layers_can_be_quantized_per_tensor_for_older_tflm(models, tmp_path):
     default = _int8(models, "fixed.keras", tmp_path / "a")
     per_tensor = _int8(models, "fixed.keras", tmp_path / "b", per_channel_dense=False)
@@ -42,6 +43,7 @@ def test_dense_layers_can_be_quantized_per_tensor_for_older_tflm(models, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_keras_to_int8_with_int8_input_and_output(models, tmp_path):
     lines = []
     result = _int8(models, "fixed.keras", tmp_path, on_line=lines.append)
@@ -69,6 +71,7 @@ def test_keras_to_int8_with_int8_input_and_output(models, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("name", ["dynamic.keras", "dynamic.h5", "dynamic_saved_model"])
 def test_dynamic_batch_is_fixed_to_one(models, tmp_path, name):
     result = _int8(models, name, tmp_path)
@@ -81,6 +84,7 @@ def test_dynamic_batch_is_fixed_to_one(models, tmp_path, name):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_saved_model_with_batch_one_is_converted_as_is(models, tmp_path):
     result = _int8(models, "fixed_saved_model", tmp_path)
     assert result.source_kind == "saved_model" and not result.batch_was_fixed
@@ -88,6 +92,7 @@ def test_saved_model_with_batch_one_is_converted_as_is(models, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_reference_outputs_follow_the_tflite_output_order(models, tmp_path):
     result = _int8(models, "two_outputs.keras", tmp_path)
     _, info = read_model_file(result.output)
@@ -101,6 +106,7 @@ def test_reference_outputs_follow_the_tflite_output_order(models, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_float32_without_calibration(models, tmp_path):
     result = convert(models["fixed.keras"], calibration=None, quantize="float32",
                      output=tmp_path / "f.tflite")
@@ -111,6 +117,7 @@ def test_float32_without_calibration(models, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_float32_with_calibration_matches_the_float_model(models, tmp_path):
     result = convert(models["dynamic.keras"], calibration=models["calibration.npy"],
                      quantize="float32", output=tmp_path / "f.tflite")
@@ -119,6 +126,7 @@ def test_float32_with_calibration_matches_the_float_model(models, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_wrongly_shaped_calibration_is_refused_by_name(models, tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((5, 8, 2), np.float32))
@@ -153,6 +161,7 @@ def test_keras_file_that_is_not_a_zip(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_corrupt_keras_archive_is_a_clear_error(models, tmp_path):
     bad = tmp_path / "corrupt.keras"
     bad.write_bytes(_a_zip(tmp_path))
@@ -166,6 +175,7 @@ def test_corrupt_keras_archive_is_a_clear_error(models, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_model_that_fails_conversion_names_the_op(models, tmp_path):
     with pytest.raises(ConversionError) as info:
         convert(models["unsupported_saved_model"], calibration=models["calibration.npy"],
@@ -196,6 +206,7 @@ def test_a_crashing_child_becomes_a_conversion_error_with_its_last_lines(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_timeout_stops_the_child(models, tmp_path):
     with pytest.raises(ConversionError, match="took longer than 0.5 s"):
         _int8(models, "fixed.keras", tmp_path, timeout=0.5)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tinyforge.flows import build
+
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "examples" / "gesture" / "firmware"
 
@@ -15,9 +17,10 @@ def _tree(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*")) if p.is_file() and ".pio" not in p.parts}
 
 
-def test_committed_example_project_is_what_tinyforge_renders(tinyforge, tmp_path):
+def test_committed_example_project_is_what_tinyforge_renders(in_process, tmp_path):
     fresh = tmp_path / "firmware"
-    tinyforge("build", "--project-dir", fresh, "--no-compile", "--arena", "host", check_rc=0)
+    # `tinyforge build --project-dir FRESH --no-compile --arena host`, in this process.
+    build.build(build.BuildOptions(project_dir=fresh, compile=False, arena="host"))
     assert _tree(fresh) == _tree(COMMITTED), (
         "examples/gesture/firmware is stale: run `tinyforge build --project-dir "
         "examples/gesture/firmware --no-compile --arena host` and commit the result")

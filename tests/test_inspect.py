@@ -1,8 +1,14 @@
-"""`tinyforge inspect --json`: the documented contract (docs/cli.md), on real models."""
+"""`tinyforge inspect --json`: the documented contract (docs/cli.md), on real models.
+
+The contract is checked through the command line; the other reports come from the library
+call the command makes (`inspect_model`), in this process, as JSON.
+"""
 
 from __future__ import annotations
 
 import json
+
+from tinyforge.flows.inspection import inspect_model
 
 TENSOR_KEYS = {"name", "shape", "dtype", "scale", "zero_point"}
 
@@ -11,6 +17,11 @@ def _inspect(tinyforge, model, *extra):
     result = tinyforge("inspect", model, "--json", "--arena", "host", *extra)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def _report(model) -> dict:
+    """What `tinyforge inspect MODEL --json --arena host` prints, from the library call."""
+    return json.loads(json.dumps(inspect_model(model, board_id="nano33ble", arena="host")))
 
 
 def test_inspect_json_contract_for_a_runnable_int8_model(tinyforge, models):
@@ -33,30 +44,30 @@ def test_inspect_json_contract_for_a_runnable_int8_model(tinyforge, models):
     assert report["resolver_methods"]["CONV_2D"] == "AddConv2D"
 
 
-def test_inspect_reports_every_problem_at_once(tinyforge, models):
-    report = _inspect(tinyforge, models / "unsupported_float.tflite")
+def test_inspect_reports_every_problem_at_once(in_process, models):
+    report = _report(models / "unsupported_float.tflite")
     assert report["unsupported_ops"] == ["ATAN2", "GELU", "TOPK_V2"]
     assert report["fits"] is False
     assert report["host_run"]["ok"] is False and "GELU" in report["host_run"]["error"]
     assert report["arena_bytes"] is None
 
 
-def test_inspect_shows_tflms_own_words_for_an_unsupported_type(tinyforge, models):
-    report = _inspect(tinyforge, models / "fp16.tflite")
+def test_inspect_shows_tflms_own_words_for_an_unsupported_type(in_process, models):
+    report = _report(models / "fp16.tflite")
     assert report["unsupported_ops"] == []
     assert "DEQUANTIZE" in report["host_run"]["error"]
     assert report["fits"] is False
 
 
-def test_inspect_flags_per_channel_dense_weights_as_wrong_on_the_boards_tflm(tinyforge, models):
-    report = _inspect(tinyforge, models / "dense_per_channel_int8.tflite")
+def test_inspect_flags_per_channel_dense_weights_as_wrong_on_the_boards_tflm(in_process, models):
+    report = _report(models / "dense_per_channel_int8.tflite")
     assert report["unsupported_ops"] == []
     assert report["unsupported_features"][0].startswith("per-channel quantized FULLY_CONNECTED")
     assert report["host_run"]["ok"] is True and report["fits"] is False
 
 
-def test_inspect_reports_a_misfit(tinyforge, models):
-    report = _inspect(tinyforge, models / "big_flash_float.tflite")
+def test_inspect_reports_a_misfit(in_process, models):
+    report = _report(models / "big_flash_float.tflite")
     assert report["fit"]["fits_flash"] is False and report["fits"] is False
     assert report["fit"]["flash_model"] == report["model_bytes"]
 

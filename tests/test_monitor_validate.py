@@ -181,6 +181,7 @@ def test_monitor_refuses_another_protocol_version(tinyforge, tmp_path, models, c
     assert "protocol version 2" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_monitor_reconnects_after_the_board_vanishes(tinyforge, tmp_path, models, cli_env):
     project = _board_project(tinyforge, tmp_path, models)
     link = tmp_path / "ttyBOARD"  # a stable name, as udev gives a board
@@ -201,6 +202,7 @@ def test_monitor_reconnects_after_the_board_vanishes(tinyforge, tmp_path, models
     assert "went away" in err and "reconnected" in err
 
 
+@pytest.mark.slow
 def test_monitor_gives_up_when_the_board_does_not_come_back(tinyforge, tmp_path, models, cli_env):
     project = _board_project(tinyforge, tmp_path, models)
     link = tmp_path / "ttyBOARD"

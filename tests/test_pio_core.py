@@ -8,6 +8,7 @@ no network for qemu-m4.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 from qemu_support import block_network, build, require_emulator, seeded_core, write_project
 
+from tinyforge import resources
+from tinyforge.board import profiles
 from tinyforge.errors import DoesNotFitError, ToolMissingError
 from tinyforge.flows.doctor import emulator_checks
 from tinyforge.toolchain import offline_core, pio, programs
@@ -43,6 +46,27 @@ def test_pio_environment_isolates_the_core_and_silences_network_chatter(tmp_path
     assert env["PLATFORMIO_SETTING_CHECK_PLATFORMIO_INTERVAL"] == "9999"
     assert "PLATFORMIO_PACKAGES_DIR" not in env
     assert env["TINYFORGE_TEST_MARKER"] == "kept"
+
+
+def test_pio_environment_adds_the_shared_object_cache_after_the_users_own_scripts(
+        tmp_path, monkeypatch):
+    script = f"pre:{resources.platforms_dir() / 'shared_object_cache.py'}"
+    monkeypatch.setenv(pio.ENV_BUILD_CACHE_DIR, str(tmp_path / "objects"))
+    monkeypatch.setenv("PLATFORMIO_EXTRA_SCRIPTS", "pre:mine.py, post:also_mine.py")
+    env = pio.environment(tmp_path)
+    assert env["PLATFORMIO_EXTRA_SCRIPTS"].split("\n") == ["pre:mine.py", "post:also_mine.py",
+                                                           script]
+    assert env[pio.ENV_BUILD_CACHE_DIR] == str(tmp_path / "objects")
+    assert pio.environment(tmp_path) == env  # never added twice
+    monkeypatch.setenv(pio.ENV_BUILD_CACHE_DIR, "")  # off
+    env = pio.environment(tmp_path)
+    assert env["PLATFORMIO_EXTRA_SCRIPTS"] == "pre:mine.py, post:also_mine.py"
+    monkeypatch.delenv(pio.ENV_BUILD_CACHE_DIR)
+    monkeypatch.delenv("PLATFORMIO_EXTRA_SCRIPTS")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    env = pio.environment(tmp_path)
+    assert env[pio.ENV_BUILD_CACHE_DIR] == str(tmp_path / "xdg" / "tinyforge" / "build-cache")
+    assert env["PLATFORMIO_EXTRA_SCRIPTS"] == script
 
 
 def test_pio_environment_names_are_the_ones_platformio_reads(tmp_path):
@@ -227,3 +251,110 @@ def test_excluded_library_sources_are_left_out_of_the_build(tmp_path_factory, tm
         "custom_tflm_exclude =\n    debug_log.cpp\n    arduino_only/*\n"))
     report = build(tmp_path / "p", seeded_core(tmp_path_factory))
     assert report.firmware
+
+
+# --- the shared object cache (tinyforge/toolchain/platforms/shared_object_cache.py) ---------
+
+def _library(folder: Path) -> Path:
+    """A small Arduino-style library; each function's value depends on its source text."""
+    (folder / "src").mkdir(parents=True)
+    (folder / "library.properties").write_text("name=Foo\nversion=1.0.0\narchitectures=*\n")
+    (folder / "src" / "foo.h").write_text("int foo_a();\nint foo_b();\n")
+    for name in ("a", "b"):
+        (folder / "src" / f"foo_{name}.cpp").write_text(
+            f'#include "foo.h"\nint foo_{name}() {{ return {ord(name)}; }}\n')
+    return folder
+
+
+def _foo_project(project: Path, version: int, lib_deps: str) -> None:
+    sketch = ('#include "foo.h"\n#include "board_runtime.h"\n'
+              f'const char kVersion[] = "sketch-version-{version}";\n'
+              "volatile int sink;\n"
+              "void setup() { sink = foo_a() + foo_b() + kVersion[sink]; }\nvoid loop() {}\n")
+    write_project(project, sketch, extra_ini=f"lib_compat_mode = off\nlib_deps = {lib_deps}\n")
+
+
+def _downloaded_copy(project: Path, library: Path, url: str) -> None:
+    """The library as PlatformIO leaves a downloaded lib_deps entry (its .piopm names the URL)."""
+    copy = project / ".pio" / "libdeps" / "qemu-m4" / "Foo"
+    shutil.copytree(library, copy)
+    (copy / ".piopm").write_text(json.dumps({
+        "type": "library", "name": "Foo", "version": "1.0.0",
+        "spec": {"owner": None, "id": None, "name": "Foo", "requirements": None,
+                 "uri": f"git+{url}"}}))
+
+
+@pytest.mark.emulator
+def test_library_objects_are_shared_between_projects_and_copies_of_a_library(
+        tmp_path_factory, tmp_path, monkeypatch):
+    """A second project takes the library's objects from the cache, also when its copy of the
+    library lives elsewhere (PlatformIO's download into each project's .pio/libdeps)."""
+    require_emulator()
+    block_network(monkeypatch)
+    monkeypatch.setenv(pio.ENV_BUILD_CACHE_DIR, str(tmp_path / "objects"))
+    core = seeded_core(tmp_path_factory)
+    library = _library(tmp_path / "Foo")
+    _foo_project(tmp_path / "linked", 1, f"Foo=symlink://{library}")
+    first = build(tmp_path / "linked", core)
+    assert first.cached_files == 0 and first.compiled_files >= 3
+    url = "https://example.invalid/Foo.git#0123456789abcdef0123456789abcdef01234567"
+    _foo_project(tmp_path / "downloaded", 2, f"Foo={url}")
+    _downloaded_copy(tmp_path / "downloaded", library, url)
+    lines: list[str] = []
+    second = pio.build(tmp_path / "downloaded", profiles.load_board("qemu-m4"), core,
+                       on_line=lines.append, timeout=600)
+    compiled = [line for line in lines if line.startswith("Compiling ")]
+    assert not [line for line in compiled if "/Foo/" in line], compiled
+    assert second.cached_files == 3  # foo_a.o, foo_b.o and libFoo.a
+    # Only library objects are shared: the project's own sources compile in each project.
+    assert len(compiled) == first.compiled_files - 2
+    objects = sorted(p.name for p in (tmp_path / "objects").rglob("*") if p.is_file()
+                     and len(p.name) > 16)
+    assert len(objects) == 3
+
+
+@pytest.mark.emulator
+def test_a_project_rebuilt_after_another_gets_its_own_code(tmp_path_factory, tmp_path,
+                                                          monkeypatch):
+    """PlatformIO's own build_cache_dir shares SCons' signature records between projects, and a
+    project whose sources became what another one built last kept its old firmware (measured
+    with PlatformIO 6.2.0). The shared object cache keeps those records per project."""
+    require_emulator()
+    block_network(monkeypatch)
+    monkeypatch.setenv(pio.ENV_BUILD_CACHE_DIR, str(tmp_path / "objects"))
+    core = seeded_core(tmp_path_factory)
+    library = _library(tmp_path / "Foo")
+    for project, version in (("a", 1), ("b", 2), ("a", 2)):
+        _foo_project(tmp_path / project, version, f"Foo=symlink://{library}")
+        elf = Path(build(tmp_path / project, core).firmware).read_bytes()
+        assert f"sketch-version-{version}".encode() in elf, (project, version)
+        assert f"sketch-version-{3 - version}".encode() not in elf
+
+
+@pytest.mark.emulator
+def test_the_users_own_build_cache_dir_is_left_as_platformio_uses_it(tmp_path_factory, tmp_path,
+                                                                     monkeypatch):
+    require_emulator()
+    block_network(monkeypatch)
+    monkeypatch.setenv(pio.ENV_BUILD_CACHE_DIR, str(tmp_path / "objects"))
+    monkeypatch.setenv("PLATFORMIO_BUILD_CACHE_DIR", str(tmp_path / "theirs"))
+    library = _library(tmp_path / "Foo")
+    _foo_project(tmp_path / "p", 1, f"Foo=symlink://{library}")
+    build(tmp_path / "p", seeded_core(tmp_path_factory))
+    assert any((tmp_path / "theirs").glob(".sconsign*"))  # PlatformIO put its records there
+    assert not (tmp_path / "objects").exists()
+
+
+@pytest.mark.emulator
+def test_an_unusable_object_cache_never_fails_a_build(tmp_path_factory, tmp_path, monkeypatch):
+    require_emulator()
+    block_network(monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(pio.ENV_BUILD_CACHE_DIR, str(blocker / "objects"))
+    _foo_project(tmp_path / "p", 1, f"Foo=symlink://{_library(tmp_path / 'Foo')}")
+    lines: list[str] = []
+    report = pio.build(tmp_path / "p", profiles.load_board("qemu-m4"),
+                       seeded_core(tmp_path_factory), on_line=lines.append, timeout=600)
+    assert report.firmware and report.cached_files == 0
+    assert any("cannot write the shared object cache" in line for line in lines)

@@ -9,6 +9,7 @@ the library's 211 files compile once per project.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def test_a_convolutional_int8_model_matches_host_tflm(tinyforge, tflm_tree, mode
     assert report["exact_matches"] == 40, report["mismatches"]
 
 
+@pytest.mark.emulator
 def test_firmware_too_big_for_flash_is_refused_at_link_time_with_numbers(tmp_path,
                                                                         tmp_path_factory):
     require_emulator()
@@ -107,3 +109,73 @@ def test_measuring_in_the_users_project_never_replaces_an_edited_file(tinyforge,
     assert "src/main.cpp" in result.stderr and "--overwrite" in result.stderr
     assert sketch.read_text().endswith("// mine\n")
     assert not (project / ".pio").exists(), "nothing was built"
+
+
+def _as_platformio_downloaded_it(tflm_tree: Path, project: Path, board) -> Path:
+    """The TFLM tree where PlatformIO puts the board's pinned lib_deps entry, with its .piopm."""
+    copy = project / ".pio" / "libdeps" / board.id / board.tflm["library"]
+    shutil.copytree(tflm_tree, copy, ignore=shutil.ignore_patterns(".git"))
+    spec = {"owner": None, "id": None, "name": board.tflm["library"], "requirements": None,
+            "uri": "git+" + board.tflm["source"]}
+    (copy / ".piopm").write_text(json.dumps({"type": "library", "name": board.tflm["library"],
+                                             "version": "2.0.0+sha.46da2f9", "spec": spec}))
+    return copy
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_tree
+def test_the_library_platformio_downloaded_gives_the_device_arena_without_a_tree(
+        tinyforge, tflm_tree, tmp_path, tmp_path_factory, cli_env):
+    """A nano33ble project whose pinned TFLM PlatformIO has downloaded: its arena is measured on
+    the emulated M4 with that copy (no --tflm, no TINYFORGE_TFLM), and a plain `inspect` shows
+    the same figure from the cache."""
+    require_emulator()
+    # An arena cache of its own: the other tests measured this model with the same content.
+    env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(seeded_core(tmp_path_factory)),
+               XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    board = profiles.load_board("nano33ble")
+    project = tmp_path / "p"
+    _as_platformio_downloaded_it(tflm_tree, project, board)
+    model = EXAMPLE / "gesture_int8.tflite"
+    built = json.loads(tinyforge("build", "--board", "nano33ble", "--model", model,
+                                 "--project-dir", project, "--no-compile", "--json", env=env,
+                                 timeout=1800, check_rc=0).stdout)
+    assert built["arena"]["source"] == "device"
+    probes = list((tmp_path / "xdg" / "tinyforge" / "arena-probe").glob("*/platformio.ini"))
+    assert len(probes) == 1 and f"symlink://{project.resolve()}/.pio/libdeps" in \
+        probes[0].read_text(), "measured with the downloaded copy"
+    ini = (project / "platformio.ini").read_text()
+    assert f"Chirale_TensorFlowLite={board.tflm['source']}" in ini and "symlink" not in ini
+    inspected = json.loads(tinyforge("inspect", model, "--board", "nano33ble", "--json", env=env,
+                                     check_rc=0).stdout)
+    assert inspected["arena"]["source"] == "device"
+    assert inspected["arena"]["device"] == built["arena"]["device"]
+    assert inspected["arena_bytes"] == built["arena"]["arena_bytes"]
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_tree
+def test_a_qemu_project_measures_and_builds_with_its_own_downloaded_library(
+        tinyforge, tflm_tree, models, tmp_path, tmp_path_factory, cli_env):
+    """The measurement build in the project itself keeps the pinned lib_deps entry, so the
+    final build changes no platformio.ini line (which would make PlatformIO rebuild all)."""
+    require_emulator()
+    env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(seeded_core(tmp_path_factory)),
+               XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    board = profiles.load_board("qemu-m4")
+    project = tmp_path / "p"
+    _as_platformio_downloaded_it(tflm_tree, project, board)
+    built = json.loads(tinyforge("build", "--board", "qemu-m4", "--model",
+                                 models / "conv_int8.tflite", "--project-dir", project,
+                                 "--arena", "device", "--json", env=env, timeout=1800,
+                                 check_rc=0).stdout)
+    assert built["arena"]["source"] == "device"
+    assert f"Chirale_TensorFlowLite={board.tflm['source']}" in \
+        (project / "platformio.ini").read_text()
+    # The measurement built TFLM; the final build only what the measured arena changed (an
+    # edited platformio.ini would have made PlatformIO start over: TFLM again, from the cache).
+    assert built["build"]["compiled_files"] < 10 and built["build"]["cached_files"] == 0, \
+        built["build"]
+    report = json.loads(tinyforge("validate", "--project-dir", project, "--random", "8",
+                                  "--json", env=env, check_rc=0).stdout)
+    assert report["exact_matches"] == 8, report["mismatches"]

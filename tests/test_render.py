@@ -1,4 +1,9 @@
-"""Rendering a model project: exact ops, exact model bytes, determinism, user edits, pio check."""
+"""Rendering a model project: exact ops, exact model bytes, determinism, user edits, pio check.
+
+Renders run `tinyforge build --no-compile` as a library call in this process (the `in_process`
+fixture gives it the CLI's environment); the command line itself is checked where its exit
+status and messages are the point.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import sys
 from pathlib import Path
 
 from tinyforge.board import resolver
+from tinyforge.flows import build
 from tinyforge.model import reader
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,9 +27,10 @@ def _tree(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*")) if p.is_file() and ".pio" not in p.parts}
 
 
-def _render(tinyforge, model: Path, project: Path, *extra: str):
-    return tinyforge("build", "--model", model, "--project-dir", project, "--no-compile",
-                     *extra, check_rc=0)
+def _render(model: Path, project: Path, **options) -> build.BuildResult:
+    """`tinyforge build --model MODEL --project-dir PROJECT --no-compile [options]`."""
+    return build.build(build.BuildOptions(model=Path(model), project_dir=project, compile=False,
+                                          **options))
 
 
 def _pio_config(project: Path, env: dict) -> subprocess.CompletedProcess:
@@ -31,10 +38,10 @@ def _pio_config(project: Path, env: dict) -> subprocess.CompletedProcess:
                            str(project)], capture_output=True, text=True, env=env, timeout=120)
 
 
-def test_rendered_resolver_registers_exactly_the_models_ops(tinyforge, models, tmp_path, cli_env):
+def test_rendered_resolver_registers_exactly_the_models_ops(in_process, models, tmp_path):
     model = models / "conv_int8.tflite"
     project = tmp_path / "p"
-    _render(tinyforge, model, project)
+    _render(model, project)
     header = (project / "src" / "op_resolver.h").read_text()
     methods = re.findall(r"resolver\.(Add\w+)\(\)", header)
     table = resolver.load_table("tflm/Chirale_TensorFlowLite-2.0.0.toml")
@@ -45,13 +52,13 @@ def test_rendered_resolver_registers_exactly_the_models_ops(tinyforge, models, t
                                       "SOFTMAX"]
     assert "MicroMutableOpResolver<kOpCount>" in header
     assert "constexpr int kOpCount = 5;" in header
-    assert _pio_config(project, cli_env).returncode == 0
+    assert _pio_config(project, in_process).returncode == 0
 
 
-def test_embedded_array_is_byte_identical_to_the_model(tinyforge, models, tmp_path, gxx):
+def test_embedded_array_is_byte_identical_to_the_model(in_process, models, tmp_path, gxx):
     model = models / "conv_int8.tflite"
     project = tmp_path / "p"
-    _render(tinyforge, model, project)
+    _render(model, project)
     dump = tmp_path / "dump.cpp"
     dump.write_text(
         '#include <cstdint>\n#include <cstdio>\n#include "model_data.h"\n'
@@ -66,26 +73,24 @@ def test_embedded_array_is_byte_identical_to_the_model(tinyforge, models, tmp_pa
     assert (project / ".tinyforge" / "model.tflite").read_bytes() == model.read_bytes()
 
 
-def test_rendering_twice_gives_identical_trees(tinyforge, models, tmp_path):
+def test_rendering_twice_gives_identical_trees(in_process, models, tmp_path):
     model = models / "conv_int8.tflite"
     first, second = tmp_path / "a", tmp_path / "b"
-    _render(tinyforge, model, first, "--demo-input", models / "conv_demo.npy")
-    _render(tinyforge, model, second, "--demo-input", models / "conv_demo.npy")
+    _render(model, first, demo_input=models / "conv_demo.npy")
+    _render(model, second, demo_input=models / "conv_demo.npy")
     assert _tree(first) == _tree(second)
     before = {p: f.stat().st_mtime_ns for p, f in
               ((p, first / p) for p in _tree(first))}
-    result = _render(tinyforge, model, first, "--demo-input", models / "conv_demo.npy",
-                     "--json")
-    actions = json.loads(result.stdout)["files"]
+    actions = _render(model, first, demo_input=models / "conv_demo.npy").to_json()["files"]
     assert set(actions.values()) == {"identical"}
     after = {p: (first / p).stat().st_mtime_ns for p in _tree(first)}
     assert before == after, "an identical render must not touch any file"
 
 
-def test_manifest_records_inputs(tinyforge, models, tmp_path):
+def test_manifest_records_inputs(in_process, models, tmp_path):
     model = models / "dense_int8.tflite"
     project = tmp_path / "p"
-    _render(tinyforge, model, project)
+    _render(model, project)
     manifest = json.loads((project / ".tinyforge" / "manifest.json").read_text())
     assert manifest["model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert manifest["board"] == "nano33ble"
@@ -95,9 +100,9 @@ def test_manifest_records_inputs(tinyforge, models, tmp_path):
         assert hashlib.sha256((project / relative).read_bytes()).hexdigest() == digest
 
 
-def test_user_edit_is_never_overwritten_silently(tinyforge, models, tmp_path):
+def test_user_edit_is_never_overwritten_silently(tinyforge, in_process, models, tmp_path):
     project = tmp_path / "p"
-    _render(tinyforge, models / "conv_int8.tflite", project)
+    _render(models / "conv_int8.tflite", project)
     sketch = project / "src" / "main.cpp"
     edited = sketch.read_text() + "\n// my change\n"
     sketch.write_text(edited)
@@ -107,22 +112,21 @@ def test_user_edit_is_never_overwritten_silently(tinyforge, models, tmp_path):
     assert result.returncode == 1
     assert "src/main.cpp" in result.stderr and "--overwrite" in result.stderr
     assert _tree(project) == snapshot, "a refused render must write nothing"
-    _render(tinyforge, models / "dense_int8.tflite", project, "--overwrite")
+    _render(models / "dense_int8.tflite", project, overwrite=True)
     assert "// my change" not in sketch.read_text()
 
 
-def test_unedited_generated_files_are_updated_for_a_new_model(tinyforge, models, tmp_path):
+def test_unedited_generated_files_are_updated_for_a_new_model(in_process, models, tmp_path):
     project = tmp_path / "p"
-    _render(tinyforge, models / "conv_int8.tflite", project)
-    result = _render(tinyforge, models / "dense_int8.tflite", project, "--json")
-    actions = json.loads(result.stdout)["files"]
+    _render(models / "conv_int8.tflite", project)
+    actions = _render(models / "dense_int8.tflite", project).to_json()["files"]
     assert actions["src/model_data.cpp"] == "update"
     assert actions["src/tf_protocol.cpp"] == "identical"
     assert "AddFullyConnected" in (project / "src" / "op_resolver.h").read_text()
     assert "AddConv2D" not in (project / "src" / "op_resolver.h").read_text()
 
 
-def test_labels_with_awkward_characters_compile_to_the_same_bytes(tinyforge, models, tmp_path,
+def test_labels_with_awkward_characters_compile_to_the_same_bytes(in_process, models, tmp_path,
                                                                   gxx):
     labels = ['say "hi" back\\slash', "caf\u00e9 \u2603 tri??/graph", "*/ end"]
     labels_file = tmp_path / "labels.txt"
@@ -130,7 +134,7 @@ def test_labels_with_awkward_characters_compile_to_the_same_bytes(tinyforge, mod
     weird_model = tmp_path / 'we"ird\\name.tflite'
     weird_model.write_bytes((models / "conv_int8.tflite").read_bytes())
     project = tmp_path / "p"
-    _render(tinyforge, weird_model, project, "--labels", labels_file)
+    _render(weird_model, project, labels=labels_file)
     dump = tmp_path / "labels.cpp"
     dump.write_text(
         '#include <cstdio>\n#include "model_settings.h"\n'
@@ -155,14 +159,13 @@ def test_c_string_escapes_newlines_and_controls(gxx, tmp_path):
     assert subprocess.run([exe], capture_output=True, check=True).stdout == text.encode()
 
 
-def test_rendered_project_passes_platformio_check_for_every_board(tinyforge, models, tmp_path,
-                                                                  cli_env):
+def test_rendered_project_passes_platformio_check_for_every_board(in_process, models, tmp_path):
     from tinyforge.board import profiles
     for board in profiles.load_all():
         project = tmp_path / board.id
-        result = tinyforge("build", "--board", board.id, "--model", models / "conv_int8.tflite",
-                           "--project-dir", project, "--no-compile")
-        assert result.returncode == 0, result.stderr
-        config = _pio_config(project, cli_env)
+        _render(models / "conv_int8.tflite", project, board=board.id)
+        ini = (project / "platformio.ini").read_text()
+        assert str(tmp_path) not in ini and str(REPO) not in ini, "a path of this machine"
+        config = _pio_config(project, in_process)
         assert config.returncode == 0, config.stdout + config.stderr
         assert f"env:{board.id}" in config.stdout

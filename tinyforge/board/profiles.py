@@ -53,8 +53,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "runtime": {"layer": (str, True)},
     "serial": {
         "baud": (int, True), "usb_app": (str, False), "usb_bootloader": (str, False),
-        "touch_1200bps": (bool, False), "reenumerate_timeout_s": ((float, int), False),
-        "transport": (str, False),
+        "reenumerate_timeout_s": ((float, int), False),
     },
     "sensors": {},  # free-form: revision -> list of parts
     # Datasheet currents for the energy estimate (docs/cost.md); optional.

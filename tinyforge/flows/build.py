@@ -109,7 +109,7 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
     # builds; that render refuses to replace files the user edited, like the final one.
     measure_in = project_dir if board.id == device_arena.MEASURE_BOARD else None
     plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in,
-                               overwrite=options.overwrite)
+                               overwrite=options.overwrite, downloads_in=project_dir)
     if plan is prepared.arena:
         return
     prepared.arena = plan

@@ -4,10 +4,14 @@ The model firmware is built for qemu-m4 with the largest arena the board's RAM a
 in QEMU, and asked over serial (PROBE arena=N, docs/protocol.md) whether the model allocates
 and invokes with only N bytes. A binary search over N finds the device's minimum in a few
 milliseconds per probe; the firmware build is the slow part (the TFLM library compiles once
-per project, ~4 min on 2 cores, then a model change rebuilds in seconds).
+per machine, 3-5 min on 2 cores, then comes from the shared object cache: a new project or
+model builds in seconds).
 
-This needs the arm-none-eabi toolchain, QEMU and a TFLM library tree. Results are cached by
-model, TFLM source and tinyforge version, so `inspect` can report a figure `build` measured.
+This needs the arm-none-eabi toolchain, QEMU and a TFLM library tree: `--tflm`, or the board's
+pinned library once PlatformIO has downloaded it into the user's project. Results are cached
+by what determines them (tinyforge version, model sha256, the content of the TFLM tree), never
+by a path; a measurement made with the pinned library is also found by the library's pinned
+source, so a plain `inspect` reports the figure `build` measured without any tree.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..board import profiles
+from ..board.tflm_source import downloaded_tflm, tree_digest
 from ..device import emulator, protocol
 from ..device.conversation import Conversation
 from ..errors import DeviceError, DeviceMeasurementUnavailable, DoesNotFitError, TinyforgeError
@@ -37,7 +43,9 @@ PROBE_TIMEOUT_S = 10.0
 # RAM the measurement firmware keeps for itself besides the arena and the line buffer
 # (interpreter, resolver, protocol state), on top of the board profile's framework figure.
 _PROBE_FIRMWARE_SLACK = 4096
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+_MEASUREMENT_TYPES = {"minimum_bytes": int, "reported_bytes": int, "probes": int,
+                      "seconds": (int, float), "source": str}
 
 
 def unavailable_reason(board: profiles.Board, tflm_root: Path | None) -> str | None:
@@ -45,7 +53,8 @@ def unavailable_reason(board: profiles.Board, tflm_root: Path | None) -> str | N
     if not board.cpu.startswith("cortex-m4"):
         return f"{board.id} is not a Cortex-M4 board"
     if tflm_root is None:
-        return "no TFLM library tree (--tflm or TINYFORGE_TFLM)"
+        return ("no TFLM library tree (--tflm or TINYFORGE_TFLM, or the board's pinned library "
+                "downloaded by a first build)")
     try:
         programs.find_toolchain()
         programs.find_qemu()
@@ -54,22 +63,44 @@ def unavailable_reason(board: profiles.Board, tflm_root: Path | None) -> str | N
     return None
 
 
-def measure(prepared: PreparedModel, tflm_root: Path, *, project_dir: Path | None = None,
-            use_cache: bool = True, overwrite: bool = True) -> ArenaMeasurement:
-    """The smallest arena the model runs with on the emulated Cortex-M4.
+@dataclass(frozen=True)
+class Library:
+    """The TFLM library tree a measurement is made with."""
+
+    root: Path
+    digest: str | None          # tree_digest(): what the cache knows it by
+    pinned_source: str | None   # the board's pinned source, when this is PlatformIO's download
+
+    @classmethod
+    def find(cls, board: profiles.Board, tflm_root: Path | None,
+             downloads_in: Path | None) -> Library | None:
+        """`tflm_root`, else the pinned library PlatformIO downloaded into `downloads_in`."""
+        if tflm_root is not None:
+            return cls(tflm_root, tree_digest(tflm_root), None)
+        root = downloaded_tflm(board, downloads_in) if downloads_in is not None else None
+        if root is None:
+            return None
+        log.info("arena: using %s as PlatformIO downloaded it (%s)", board.tflm["library"], root)
+        return cls(root, tree_digest(root), board.tflm["source"])
+
+
+def measure(prepared: PreparedModel, library: Library, *, project_dir: Path | None = None,
+            overwrite: bool = True) -> ArenaMeasurement:
+    """The smallest arena the model runs with on the emulated Cortex-M4 (and cache it).
 
     `project_dir` defaults to a cache folder of tinyforge's own; for a user's project, pass
     `overwrite=False` so the measurement build never replaces files the user edited.
     """
-    key = _cache_key(prepared, tflm_root)
-    if use_cache and (cached := _cache_load(key)):
-        log.info("arena: device figure from the cache (%d B)", cached.minimum_bytes)
-        return cached
     board = profiles.load_board(MEASURE_BOARD)
-    project_dir = project_dir or _default_project_dir(tflm_root)
+    # A download inside the project being measured is the project's own dependency: render it
+    # as the pinned one, like the final build, so platformio.ini stays the same for both.
+    own_download = (library.pinned_source is not None and project_dir is not None
+                    and library.root.is_relative_to(Path(project_dir).resolve()))
+    project_dir = project_dir or _default_project_dir(library.root)
     started = time.monotonic()
     ceiling = _ceiling(board, prepared)
-    elf = _build_probe_firmware(board, prepared, tflm_root, project_dir, ceiling, overwrite)
+    elf = _build_probe_firmware(board, prepared, None if own_download else library.root,
+                                project_dir, ceiling, overwrite)
     search = _ProbeSearch(elf, ceiling)
     try:
         minimum = search.run()
@@ -79,17 +110,31 @@ def measure(prepared: PreparedModel, tflm_root: Path, *, project_dir: Path | Non
                                    probes=search.probes, seconds=time.monotonic() - started,
                                    source="device")
     log.info("arena: %d B on the emulated Cortex-M4 (%d probes)", minimum, search.probes)
-    _cache_store(key, measurement)
+    record(prepared, library, measurement)
     return measurement
 
 
 def choose(prepared: PreparedModel, board: profiles.Board, tflm_root: Path | None, mode: str,
-           *, project_dir: Path | None = None, overwrite: bool = True) -> ArenaPlan:
-    """The arena plan for `mode`: "host", "device" (required) or "auto" (device when possible)."""
+           *, project_dir: Path | None = None, overwrite: bool = True,
+           downloads_in: Path | None = None) -> ArenaPlan:
+    """The arena plan for `mode`: "host", "device" (required) or "auto" (device when possible).
+
+    The library is `tflm_root`, else the board's pinned library if PlatformIO downloaded it
+    into `downloads_in` (the user's project). Without either, a figure measured before with
+    the pinned library is used if the cache has one.
+    """
     host_plan = prepared.arena
     if mode == "host":
         return host_plan
-    reason = unavailable_reason(board, tflm_root)
+    library = Library.find(board, tflm_root, downloads_in)
+    cached = (_cache_load(prepared, library.digest) if library
+              else pinned_measurement(prepared, board))
+    if cached is not None:
+        log.info("arena: device figure from the cache (%s B)", f"{cached.minimum_bytes:,}")
+        if library is not None:
+            record(prepared, library)
+        return plan_from_device(cached, host_plan.host)
+    reason = unavailable_reason(board, library.root if library else None)
     if reason is not None:
         if mode == "device":
             raise DeviceMeasurementUnavailable(
@@ -98,13 +143,15 @@ def choose(prepared: PreparedModel, board: profiles.Board, tflm_root: Path | Non
                      "TFLM tree with --tflm, or use --arena host")
         log.info("arena: using the host measurement (no device measurement: %s)", reason)
         return host_plan
-    device = measure(prepared, tflm_root, project_dir=project_dir, overwrite=overwrite)
+    device = measure(prepared, library, project_dir=project_dir, overwrite=overwrite)
     return plan_from_device(device, host_plan.host)
 
 
-def cached(prepared: PreparedModel, tflm_root: Path | None) -> ArenaMeasurement | None:
-    """A device figure measured before for this model and TFLM source, if any."""
-    return _cache_load(_cache_key(prepared, tflm_root)) if tflm_root else None
+def pinned_measurement(prepared: PreparedModel, board: profiles.Board) -> ArenaMeasurement | None:
+    """A device figure measured before for this model with the board's pinned TFLM library
+    (found by its source, so no tree is needed)."""
+    digest = _read_cache()["libraries"].get(board.tflm["source"])
+    return _cache_load(prepared, digest) if isinstance(digest, str) else None
 
 
 def _ceiling(board: profiles.Board, prepared: PreparedModel) -> int:
@@ -115,19 +162,20 @@ def _ceiling(board: profiles.Board, prepared: PreparedModel) -> int:
     return max(ALIGNMENT, free // ALIGNMENT * ALIGNMENT)
 
 
-def _build_probe_firmware(board, prepared: PreparedModel, tflm_root: Path, project_dir: Path,
-                          ceiling: int, overwrite: bool) -> Path:
+def _build_probe_firmware(board, prepared: PreparedModel, tflm_source: Path | None,
+                          project_dir: Path, ceiling: int, overwrite: bool) -> Path:
+    """The measurement firmware; `tflm_source` None: the board's pinned library dependency."""
     probe_plan = ArenaPlan(arena_bytes=ceiling, margin_bytes=0, used=prepared.arena.used,
                            host=prepared.arena.host, device=None,
                            note="measurement build: the largest arena the RAM allows")
     inputs = firmware.FirmwareInputs(
         board=board, model=prepared.data, info=prepared.info, ops=prepared.ops,
         resolver=prepared.resolver, arena=probe_plan, labels=[], demo_input=None,
-        tflm_source=tflm_root)
+        tflm_source=tflm_source)
     writer.write(project_dir, firmware.project_files(inputs), firmware.manifest(inputs),
                  overwrite=overwrite)
     core = pio.core_dir_for(board)
-    pio.check_packages(board, project_dir, core, local_tflm=True)
+    pio.check_packages(board, project_dir, core, local_tflm=tflm_source is not None)
     log.info("arena: building the model for the emulated Cortex-M4 to measure it "
              "(the first build compiles TFLM: a few minutes)...")
     report = pio.build(project_dir, board, core, on_line=pio.progress_logger("arena build"))
@@ -200,39 +248,61 @@ def _cache_path() -> Path:
     return cache / "tinyforge" / "arena-measurements.json"
 
 
-def _cache_key(prepared: PreparedModel, tflm_root: Path | None) -> str:
+def _cache_key(prepared: PreparedModel, library: str) -> str:
+    """What determines a device figure: the model, the TFLM library's content, tinyforge (its
+    firmware and the qemu-m4 target) and the flags the measurement firmware is built with."""
     from .. import __version__
-    header = b""
-    if tflm_root is not None:
-        from ..board.resolver import find_header
-        header = find_header(tflm_root).read_bytes()
-    tflm = hashlib.sha256(str(tflm_root).encode() + header).hexdigest()[:16]
-    return f"v{_CACHE_VERSION}:{__version__}:{prepared.info.sha256}:{tflm}"
+    board = profiles.load_board(MEASURE_BOARD)
+    flags = json.dumps([board.platformio.get("build_flags", []),
+                        board.tflm.get("build_flags", [])])
+    target = hashlib.sha256(flags.encode()).hexdigest()[:12]
+    return f"{__version__}:{target}:{prepared.info.sha256}:{library}"
 
 
-def _cache_load(key: str) -> ArenaMeasurement | None:
+def _read_cache() -> dict:
+    """{"version", "measurements": {key: figure}, "libraries": {pinned source: digest}}."""
     try:
-        entry = json.loads(_cache_path().read_text()).get(key)
+        data = json.loads(_cache_path().read_text())
     except (OSError, ValueError):
-        return None
-    if not entry:
-        return None
-    try:
-        return ArenaMeasurement(**entry)
-    except TypeError:
-        return None
+        data = None
+    if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION:
+        data = {}
+    return {"version": _CACHE_VERSION,
+            "measurements": _table(data.get("measurements")),
+            "libraries": _table(data.get("libraries"))}
 
 
-def _cache_store(key: str, measurement: ArenaMeasurement) -> None:
+def _table(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _cache_load(prepared: PreparedModel, library: str | None) -> ArenaMeasurement | None:
+    if library is None:
+        return None
+    entry = _read_cache()["measurements"].get(_cache_key(prepared, library))
+    if not isinstance(entry, dict) or set(entry) != set(_MEASUREMENT_TYPES):
+        return None
+    if not all(isinstance(entry[k], t) and not isinstance(entry[k], bool)
+               for k, t in _MEASUREMENT_TYPES.items()):
+        return None  # an edited or damaged cache is no measurement
+    return ArenaMeasurement(**entry)
+
+
+def record(prepared: PreparedModel, library: Library,
+           measurement: ArenaMeasurement | None = None) -> None:
+    """Cache `measurement` (if any) for this model and library and, for PlatformIO's download
+    of a pinned library, which content that pinned source has; never fails."""
+    if library.digest is None:
+        return
+    data = _read_cache()
+    if measurement is not None:
+        data["measurements"][_cache_key(prepared, library.digest)] = measurement.to_json()
+    if library.pinned_source is not None:
+        data["libraries"][library.pinned_source] = library.digest
     path = _cache_path()
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data[key] = measurement.to_json()
-    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(temporary, path)
     except OSError as exc:  # a cache is never worth failing a build for

@@ -1,8 +1,8 @@
 """Sizing the tensor arena by measurement instead of "by experimentation".
 
 The host TFLM runtime tells how much it allocated (RecordingMicroAllocator), but that total
-is not a safe arena: planning needs temporaries on top (measured: sine 1,760 reported vs
-2,192 needed). So the arena is the smallest size that actually allocates and invokes,
+is not a safe arena: planning needs temporaries on top (measured: sine 1,536 reported vs
+1,936 needed). So the arena is the smallest size that actually allocates and invokes,
 found by binary search in 16-byte steps, each probe in a forked child because too-small
 arenas can segfault the runtime.
 

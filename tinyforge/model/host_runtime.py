@@ -30,8 +30,8 @@ def runtime_module():
     except ImportError as exc:
         raise ToolMissingError(
             f"the host TFLM runtime (tflite-micro) is not available: {exc}",
-            hint="run `make setup`; tflite-micro has wheels for Linux x86_64 with CPython "
-                 "3.10-3.13 only") from None
+            hint="run `make setup`; tflite-micro has wheels for Linux x86_64 only "
+                 "(CPython 3.10-3.14)") from None
     return runtime
 
 

@@ -9,6 +9,7 @@ probes well under a second.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import select
@@ -85,6 +86,10 @@ def call_isolated(fn: Callable[..., Any], *args: Any,
 def _child(fn, args, write_fd: int, capture_fd: int) -> None:  # pragma: no cover
     code = 0
     try:
+        # A crash here is an outcome the parent reports (IsolatedResult.signal), not a bug to
+        # dump: a fault handler inherited from the parent (PYTHONFAULTHANDLER, pytest) would
+        # print a "Fatal Python error" on the parent's terminal.
+        faulthandler.disable()
         # Native code writes diagnostics to fds 1 and 2; keep them off the user's terminal.
         os.dup2(capture_fd, 1)
         os.dup2(capture_fd, 2)

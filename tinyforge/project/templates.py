@@ -8,6 +8,8 @@ generated C++ (labels, model names and paths come from the user).
 
 from __future__ import annotations
 
+import json
+
 import jinja2
 
 from .. import resources
@@ -40,10 +42,16 @@ def render_tree(template_subdir: str, context: dict, board: Board) -> dict[str, 
 
 
 def platform_spec(board: Board) -> str:
-    """The `platform =` value; `tinyforge:NAME` means a dev-platform shipped in this package."""
+    """The `platform =` value; `tinyforge:NAME` means a dev-platform shipped in this package.
+
+    Such a platform is named by its platform.json, never by its folder: `tinyforge setup`
+    registers that folder in tinyforge's PlatformIO core dir, so the rendered file holds no
+    path of this machine.
+    """
     platform = board.platformio["platform"]
     if platform.startswith("tinyforge:"):
-        return f"symlink://{resources.platforms_dir() / platform.split(':', 1)[1]}"
+        manifest = resources.platforms_dir() / platform.split(":", 1)[1] / "platform.json"
+        return json.loads(manifest.read_text(encoding="utf-8"))["name"]
     return platform
 
 

@@ -10,7 +10,9 @@ and never touches the user's `~/.platformio`. `setup()` seeds it with the two pa
 - `toolchain-gccarmnoneeabi`: symlinks to Debian's `/usr/bin/arm-none-eabi-*`.
 
 Each package gets a `.piopm` whose owner is `platformio`: without it PlatformIO does not
-recognise the package and goes to the registry (see docs/emulator.md).
+recognise the package and goes to the registry (see docs/emulator.md). The dev-platform
+itself is linked from tinyforge's package folder, so rendered projects name it
+(`platform = tinyforge-qemu-m4`) instead of holding this machine's path to it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ ENV_CORE_DIR = "TINYFORGE_PIO_CORE_DIR"
 DEFAULT_CORE_DIR = Path("~/.tinyforge/platformio")
 
 _SEED_STAMP = ".tinyforge-seed.json"
-# tinyforge's own dev-platform for qemu-m4 (referenced as `platform = symlink://...`).
+# The folder of tinyforge's own dev-platform for qemu-m4; projects name it by its
+# platform.json name, which PlatformIO finds through the link _register_platform() writes.
 PLATFORM_NAME = "qemu_m4"
 
 
@@ -187,8 +190,9 @@ def _install(folder: Path, name: str, seed: _Seed) -> tuple[str, str, Path]:
 
 
 def _register_platform(platforms: Path, name: str) -> tuple[str, str, Path]:
-    """Record the live link PlatformIO would write on the first `pio run`, so that first build
-    prints no "Installing" line; the format is PlatformIO's own `<name>.pio-link`."""
+    """Link the dev-platform folder into the core dir, in the format PlatformIO itself writes
+    for a `symlink://` platform (`<name>.pio-link`). It is how `platform = tinyforge-qemu-m4`
+    is found without the registry; rewritten when tinyforge moved."""
     path = resources.platforms_dir() / name
     link = platforms / f"{name}.pio-link"
     data = {"cwd": str(path), "spec": {"owner": None, "id": None, "name": name,

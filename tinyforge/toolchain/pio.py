@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import proc
+from .. import proc, resources
 from ..board.profiles import Board
 from ..board.tflm_source import missing_tflm_hint
 from ..errors import (
@@ -43,11 +43,17 @@ DEFAULT_CORE_DIR = Path("~/.platformio")
 # Names PlatformIO reads from the environment that would point it at another core's content.
 _CORE_LOCATION_VARS = ("PLATFORMIO_PLATFORMS_DIR", "PLATFORMIO_PACKAGES_DIR",
                        "PLATFORMIO_GLOBALLIB_DIR", "PLATFORMIO_CACHE_DIR")
+# The shared object cache (docs/project.md, "Compiled objects are shared"): an extra script
+# tinyforge adds to every `pio run`, and the folder it keeps objects in (empty: off).
+ENV_BUILD_CACHE_DIR = "TINYFORGE_BUILD_CACHE_DIR"
+_EXTRA_SCRIPTS_VAR = "PLATFORMIO_EXTRA_SCRIPTS"
+_SHARED_CACHE_SCRIPT = "shared_object_cache.py"
 
 _USAGE = re.compile(r"^(RAM|Flash):\s.*?([\d.]+)% \(used (\d+) bytes from (\d+) bytes\)")
 _INSTALLING = re.compile(r"(?:Platform|Tool|Library|Package) Manager: Installing (\S+)")
 _OVERFLOW = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
 _COMPILING = re.compile(r"^(Compiling|Archiving|Linking|Building|Indexing) ")
+_RETRIEVED = re.compile(r"^Retrieved `.*' from cache$")
 
 
 @dataclass
@@ -58,6 +64,8 @@ class BuildReport:
     flash_used: int | None = None
     flash_total: int | None = None
     compiled_files: int = 0
+    # Objects taken from the shared object cache instead of compiled.
+    cached_files: int = 0
     firmware: str | None = None
     lines: list[str] = field(default_factory=list, repr=False)
 
@@ -65,7 +73,7 @@ class BuildReport:
         return {"seconds": round(self.seconds, 2), "ram_used": self.ram_used,
                 "ram_total": self.ram_total, "flash_used": self.flash_used,
                 "flash_total": self.flash_total, "compiled_files": self.compiled_files,
-                "firmware": self.firmware}
+                "cached_files": self.cached_files, "firmware": self.firmware}
 
 
 def pio_argv(*args: str) -> list[str]:
@@ -77,9 +85,11 @@ def pio_argv(*args: str) -> list[str]:
 
 
 def environment(core_dir: Path | None) -> dict[str, str]:
-    """Child environment: the given core dir (None: the user's own), no telemetry or upgrades."""
+    """Child environment: the given core dir (None: the user's own), no telemetry or upgrades,
+    and compiled library objects shared between projects (`build_cache_dir()`)."""
     core = core_dir or _user_core_dir().expanduser()
     env = {k: v for k, v in os.environ.items() if k not in _CORE_LOCATION_VARS}
+    env.update(_shared_cache_environment(env))
     env.update({
         "PLATFORMIO_CORE_DIR": str(Path(core)),
         # The upgrade check runs at the END of a successful command and stalls ~60 s offline.
@@ -90,6 +100,35 @@ def environment(core_dir: Path | None) -> dict[str, str]:
         "PLATFORMIO_DISABLE_PROGRESSBAR": "true",
     })
     return env
+
+
+def build_cache_dir() -> Path | None:
+    """Where compiled library and framework objects (TFLM's above all) are shared between
+    projects: $TINYFORGE_BUILD_CACHE_DIR (empty: no sharing), else
+    ~/.cache/tinyforge/build-cache."""
+    value = os.environ.get(ENV_BUILD_CACHE_DIR)
+    if value is not None:
+        return Path(value).expanduser().resolve() if value else None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "tinyforge" / "build-cache"
+
+
+def _shared_cache_environment(inherited: dict[str, str]) -> dict[str, str]:
+    """PLATFORMIO_EXTRA_SCRIPTS (appended to the user's) and the folder for the shared cache.
+
+    An environment variable, not a line in platformio.ini: the rendered project stays free of
+    machine paths, and PlatformIO appends it to a project's own extra_scripts.
+    """
+    folder = build_cache_dir()
+    script = resources.platforms_dir() / _SHARED_CACHE_SCRIPT
+    # PlatformIO splits the value at newlines, or at ", " when it has none, and cuts at ";".
+    if folder is None or any(c in str(script) for c in ("\n", ";", ",")):
+        return {ENV_BUILD_CACHE_DIR: ""}
+    users = inherited.get(_EXTRA_SCRIPTS_VAR, "")
+    entries = [e.strip() for e in users.split("\n" if "\n" in users else ", ") if e.strip()]
+    if f"pre:{script}" not in entries:
+        entries.append(f"pre:{script}")
+    return {ENV_BUILD_CACHE_DIR: str(folder), _EXTRA_SCRIPTS_VAR: "\n".join(entries)}
 
 
 def validate_project(project_dir: Path, core_dir: Path | None) -> None:
@@ -219,6 +258,8 @@ class _OutputWatcher:
             self.overflows.append((match.group(1), int(match.group(2))))
         elif _COMPILING.match(line):
             self.report.compiled_files += line.startswith("Compiling ")
+        elif _RETRIEVED.match(line):
+            self.report.cached_files += 1
         if "error:" in line or "Error:" in line or "Error " in line:
             self.errors.append(line)
         if self.on_line:
