@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from .. import storage, userfiles
 from ..board import profiles
 from ..device import emulator, protocol
 from ..device.conversation import Conversation
@@ -38,6 +39,7 @@ PROBE_TIMEOUT_S = 10.0
 # (interpreter, resolver, protocol state), on top of the board profile's framework figure.
 _PROBE_FIRMWARE_SLACK = 4096
 _CACHE_VERSION = 1
+_MAX_CACHE_BYTES = 16 * userfiles.MiB
 
 
 def unavailable_reason(board: profiles.Board, tflm_root: Path | None) -> str | None:
@@ -150,7 +152,8 @@ class _ProbeSearch:
         minimum = smallest_fitting(self.fits, start=self.reported, ceiling=self.ceiling)
         if minimum is None:
             raise DeviceError("the measurement firmware ran at boot but no probe fits within "
-                              f"{self.ceiling} B")
+                              f"{self.ceiling} B",
+                              hint="use --arena host, and please report this with the model")
         return minimum
 
     def fits(self, size: int) -> bool:
@@ -167,7 +170,8 @@ class _ProbeSearch:
             self._start()
             return False
         if isinstance(answer, protocol.DeviceErrorMessage):
-            raise DeviceError(f"the measurement firmware refused PROBE: {answer.msg}")
+            raise DeviceError(f"the measurement firmware refused PROBE: {answer.msg}",
+                              hint="use --arena host, and please report this with the model")
         return answer.fields.get("status") == "ok"
 
     def _start(self) -> None:
@@ -190,30 +194,30 @@ class _ProbeSearch:
 
 
 def _default_project_dir(tflm_root: Path) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     tag = hashlib.sha256(str(tflm_root).encode()).hexdigest()[:12]
-    return cache / "tinyforge" / "arena-probe" / tag
+    return storage.require_writable(storage.cache_root() / "arena-probe" / tag,
+                                    what="the arena measurement's project folder",
+                                    variable=storage.CACHE_ENV)
 
 
 def _cache_path() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "tinyforge" / "arena-measurements.json"
+    return storage.cache_root() / "arena-measurements.json"
 
 
 def _cache_key(prepared: PreparedModel, tflm_root: Path | None) -> str:
     from .. import __version__
     header = b""
     if tflm_root is not None:
-        from ..board.resolver import find_header
-        header = find_header(tflm_root).read_bytes()
+        from ..board.resolver import find_header, read_header
+        header = read_header(find_header(tflm_root))
     tflm = hashlib.sha256(str(tflm_root).encode() + header).hexdigest()[:16]
     return f"v{_CACHE_VERSION}:{__version__}:{prepared.info.sha256}:{tflm}"
 
 
 def _cache_load(key: str) -> ArenaMeasurement | None:
     try:
-        entry = json.loads(_cache_path().read_text()).get(key)
-    except (OSError, ValueError):
+        entry = _read_cache().get(key)
+    except (TinyforgeError, ValueError, AttributeError):
         return None
     if not entry:
         return None
@@ -224,10 +228,12 @@ def _cache_load(key: str) -> ArenaMeasurement | None:
 
 
 def _cache_store(key: str, measurement: ArenaMeasurement) -> None:
-    path = _cache_path()
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        path = _cache_path()
+        data = _read_cache()
+    except (TinyforgeError, ValueError, AttributeError):
+        return
+    if not isinstance(data, dict):
         data = {}
     data[key] = measurement.to_json()
     try:
@@ -237,3 +243,11 @@ def _cache_store(key: str, measurement: ArenaMeasurement) -> None:
         os.replace(temporary, path)
     except OSError as exc:  # a cache is never worth failing a build for
         log.debug("cannot write the arena cache %s: %s", path, exc)
+
+
+def _read_cache() -> dict:
+    """The measurements recorded so far ({} without a cache file); bounded like any file."""
+    text = userfiles.read_text(_cache_path(), what="arena cache", limit=_MAX_CACHE_BYTES,
+                               hint="delete it; it is only a cache", missing_ok=True)
+    return json.loads(text) if text else {}
+
