@@ -34,6 +34,8 @@ _CUSTOM_LITERAL = re.compile(r'AddCustom\(\s*"([^"]+)"')
 _CUSTOM_GETSTRING = re.compile(r"AddCustom\(\s*(?:tflite::)?GetString_([A-Za-z0-9_]+)\(\)")
 # Custom op names that TFLM returns from a GetString_XXX() function rather than a literal.
 _GETSTRING_NAMES = {"ETHOSU": "ethos-u"}
+_METHOD_NAME = re.compile(r"^Add[A-Za-z0-9_]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 # The real files are ~30 KB (the header) and ~5 KB (a table).
 _MAX_HEADER_BYTES = 4 * MiB
 _MAX_TABLE_BYTES = 1 * MiB
@@ -120,10 +122,26 @@ def load_table(relative_path: str, profile_dir: Path | None = None) -> ResolverT
                      error=ResolverTableError, hint=hint)
     try:
         data = tomllib.loads(text)
-        return ResolverTable(data["library"], data["version"], dict(data["builtin"]),
-                             dict(data.get("custom", {})), source=str(path))
+        table = ResolverTable(data["library"], data["version"], dict(data["builtin"]),
+                              dict(data.get("custom", {})), source=str(path))
     except (KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as exc:
         raise ResolverTableError(f"resolver table {path} is invalid: {exc}", hint=hint) from None
+    problem = _table_problem(table)
+    if problem:
+        raise ResolverTableError(f"resolver table {path} is invalid: {problem}", hint=hint)
+    return table
+
+
+def _table_problem(table: ResolverTable) -> str | None:
+    """The table comes from a profile's folder and its methods are written into C++ as
+    `resolver.METHOD()`: each must be a plain `AddXxx` name."""
+    for key, value in (("library", table.library), ("version", table.version)):
+        if not (isinstance(value, str) and _NAME.match(value)):
+            return f"{key} {value!r} must be letters, digits and '_ . + -'"
+    for op, method in {**table.builtin, **table.custom}.items():
+        if not (isinstance(op, str) and isinstance(method, str) and _METHOD_NAME.match(method)):
+            return f"op {op!r} maps to {method!r}, not to an AddXxx method name"
+    return None
 
 
 def render_table(table: ResolverTable, header_name: str) -> str:

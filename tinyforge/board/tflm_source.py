@@ -8,12 +8,14 @@ instead (the root of an Arduino TFLM library: library.properties and src/).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ..errors import TFLMSourceError
 from .resolver import HEADER_RELATIVE_PATHS
 
 ENV_VAR = "TINYFORGE_TFLM"
+_UNSAFE_IN_INI = re.compile(r"[\x00-\x1f\x7f,;#$]")
 
 
 def resolve_tflm_source(explicit: Path | str | None) -> Path | None:
@@ -26,6 +28,13 @@ def resolve_tflm_source(explicit: Path | str | None) -> Path | None:
     if not root.is_dir():
         raise TFLMSourceError(f"the TFLM tree given by {origin} does not exist: {root}",
                               hint=f"point {origin} at a TFLM Arduino library folder")
+    if _UNSAFE_IN_INI.search(str(root)):
+        # The path is written into platformio.ini's lib_deps, where PlatformIO splits values
+        # at commas and newlines and reads ' ;' or ' #' as a comment.
+        raise TFLMSourceError(
+            f"the TFLM tree's path {str(root)!r} (from {origin}) holds a character that "
+            "platformio.ini cannot carry (a control character, ',', ';', '#' or '$')",
+            hint="move or copy the tree to a path without those characters and give that")
     if not any((root / relative).is_file() for relative in HEADER_RELATIVE_PATHS):
         raise TFLMSourceError(
             f"{root} (from {origin}) is not a TFLM library tree: it has no "
