@@ -534,6 +534,17 @@ MATRIX = [
     Bad("profile-huge-string",
         lambda c: (P(c, N, 'mcu = "nRF52840"', f'mcu = "{"x" * 5000}"'), c.build())[1],
         ("'mcu' is 5,000 characters long",)),
+    Bad("profile-resolver-table-injects-code",
+        lambda c: (c.file("boards/mine.toml", (BOARDS / "tflm" / "Chirale_TensorFlowLite-2.0.0"
+                                               ".toml").read_text().replace(
+            'CONV_2D = "AddConv2D"', 'CONV_2D = "AddConv2D(); system(\\"reboot\\"); (void"')),
+                   P(c, N, 'resolver_table = "tflm/Chirale_TensorFlowLite-2.0.0.toml"',
+                     'resolver_table = "mine.toml"'), c.build())[2],
+        ("resolver table", "mine.toml is invalid", "not to an AddXxx method name")),
+    Bad("tflm-tree-path-breaks-platformio-ini",
+        lambda c: (c.file("a,b/src/tensorflow/lite/micro/micro_mutable_op_resolver.h", ""),
+                   c.build("--tflm", c.inputs / "a,b"))[1],
+        ("holds a character that platformio.ini cannot carry",)),
     # --- board profiles: numbers in plausible ranges ----------------------------------------
     Bad("profile-negative-flash",
         lambda c: (P(c, N, "flash_bytes = 983_040", "flash_bytes = -1"), c.build())[1],
