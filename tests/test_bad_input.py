@@ -971,9 +971,16 @@ def _imported(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("IMPORTED-*"))
 
 
-def test_python_children_never_import_from_the_working_directory(malicious_cwd, cli_env):
+def test_python_children_never_import_from_the_working_directory(malicious_cwd, cli_env,
+                                                                monkeypatch):
     from tinyforge import proc
+    from tinyforge.model import convert
     from tinyforge.toolchain import pio
+
+    # Empty and relative PYTHONPATH entries name the working directory too: children drop them.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), "", ".", "lib"]))
+    assert pio.environment(malicious_cwd / "core")["PYTHONPATH"] == str(REPO)
+    assert convert._child_env()["PYTHONPATH"] == str(REPO)
 
     env = dict(cli_env, PYTHONPATH=str(REPO))
     # The threat is real: a plain `python -m` there imports the fakes (tinyforge.py first).
