@@ -322,6 +322,7 @@ class Bad:
     phrases: tuple[str, ...]
     spawn: bool = False             # a real `tinyforge` process instead of cli.main
     needs_non_root: bool = False    # permissions mean nothing to root
+    needs_emulator: bool = False    # reaches the device arena measurement (toolchain, QEMU)
     exit_code: int = 1
 
 
@@ -381,6 +382,23 @@ def _home_then(argv_of: Callable[[Case], list]) -> Callable[[Case], list]:
         _unwritable_home(case)
         return argv_of(case)
     return make
+
+
+# A stand-in for a TFLM tree: just the resolver header, in TFLM's own form, for the gesture
+# model's ops. The measurement fails before anything would be compiled.
+_RESOLVER_HEADER = "\n".join(
+    f"  TfLiteStatus Add{method}() {{\n    return AddBuiltin(BuiltinOperator_{op}, "
+    f"Register_{op}(), Parse{method});\n  }}"
+    for op, method in (("CONV_2D", "Conv2D"), ("FULLY_CONNECTED", "FullyConnected"),
+                       ("MAX_POOL_2D", "MaxPool2D"), ("RESHAPE", "Reshape"),
+                       ("SOFTMAX", "Softmax")))
+
+
+def _arena_probe_in_unwritable_cache(case: Case) -> list:
+    tree = case.inputs / "tflm"
+    case.file("tflm/src/tensorflow/lite/micro/micro_mutable_op_resolver.h", _RESOLVER_HEADER)
+    case.env["XDG_CACHE_HOME"] = str(case.file("cache", "a file, not a folder"))
+    return ["inspect", GESTURE, "--arena", "device", "--tflm", tree]
 
 
 def _readonly_home(case: Case) -> list:
@@ -752,6 +770,8 @@ MATRIX = [
     Bad("core-dir-is-a-file-setup",
         lambda c: (c.env.update(TINYFORGE_PIO_CORE_DIR=str(c.file("core", "x"))), ["setup"])[1],
         ("tinyforge's PlatformIO core dir", "it exists and is not a folder")),
+    Bad("cache-is-a-file-arena-probe", _arena_probe_in_unwritable_cache,
+        ("the arena measurement's project folder", "XDG_CACHE_HOME=DIR"), needs_emulator=True),
     Bad("home-unwritable-build-spawned", _home_then(lambda c: c.build()),
         ("PLATFORMIO_CORE_DIR=DIR",), spawn=True),
     Bad("home-read-only", _readonly_home, ("PLATFORMIO_CORE_DIR", "permission denied"),
@@ -763,6 +783,9 @@ MATRIX = [
 def test_bad_input(bad: Bad, tmp_path, cli_env, monkeypatch, capsys):
     if bad.needs_non_root and IS_ROOT:
         pytest.skip("root reads and writes regardless of permissions")
+    if bad.needs_emulator:
+        from qemu_support import require_emulator
+        require_emulator()
     case = Case(tmp_path / "case")
     try:
         _check_refusal(bad, case, cli_env, monkeypatch, capsys)
