@@ -18,7 +18,7 @@ from qemu_support import block_network, build, require_emulator, seeded_core, wr
 
 from tinyforge import resources
 from tinyforge.board import profiles
-from tinyforge.errors import DoesNotFitError, ToolMissingError
+from tinyforge.errors import DoesNotFitError, ToolMissingError, UnwritableFolderError
 from tinyforge.flows.doctor import emulator_checks
 from tinyforge.toolchain import offline_core, pio, programs
 
@@ -172,8 +172,10 @@ def test_interrupted_setup_leaves_no_partial_package(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(offline_core.shutil, "copytree", failing_copy)
-    with pytest.raises(OSError):
+    # A full disk is reported like any unwritable core dir: with the folder and a hint.
+    with pytest.raises(UnwritableFolderError, match="No space left on device") as raised:
         offline_core.setup(tmp_path / "core")
+    assert "TINYFORGE_PIO_CORE_DIR" in raised.value.hint
     assert list((tmp_path / "core" / "packages").iterdir()) == []
 
 

@@ -102,6 +102,20 @@ class RecordingError(InputError):
     """A recording (WAV, CSV, NPY/NPZ) is unreadable, too large or not what the pipeline takes."""
 
 
+class UnwritableFolderError(InputError):
+    """A folder tinyforge keeps its own files in, outside any project (its PlatformIO core dir,
+    the user's PlatformIO core dir, the cache), cannot be created or written.
+
+    The hint names the folder and the environment variable (or option) that moves it.
+    """
+
+    def __init__(self, message: str, *, folder, variable: str, hint: str,
+                 details: str | None = None):
+        super().__init__(message, hint=hint, details=details)
+        self.folder = folder
+        self.variable = variable
+
+
 class ResolverTableError(TinyforgeError):
     """The op-to-resolver table for the board's TFLM is missing or does not match TFLM's header."""
 

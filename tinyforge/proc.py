@@ -18,6 +18,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +46,36 @@ class Completed:
     @property
     def text(self) -> str:
         return "\n".join(self.output)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv running `python -m module ARGS` with this interpreter, never importing from the cwd.
+
+    `python -m` puts the working directory first on `sys.path`, so a `numpy.py` or
+    `tensorflow.py` lying there would be imported instead of the real package. `-P` (Python
+    3.11+) leaves it out. Not `-I`: that would also ignore PYTHONPATH, which may be how this
+    very copy of tinyforge was found (several checkouts sharing one venv).
+    """
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", module, *args]
+    return [sys.executable, "-c", _RUN_MODULE_WITHOUT_CWD, module, *args]
+
+
+# Python 3.10 has no -P: `-c` puts '' (the cwd) first on sys.path; drop it, then run the module.
+_RUN_MODULE_WITHOUT_CWD = ("import runpy, sys; del sys.path[0]; del sys.argv[0]; "
+                           "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+
+
+def pythonpath(first: str | None = None) -> str | None:
+    """PYTHONPATH for a Python child: `first`, then the absolute entries of ours.
+
+    An empty or relative entry resolves against the child's working directory, which would
+    let modules there be imported after all.
+    """
+    ours = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    entries = [first] if first else []
+    entries += [entry for entry in ours if os.path.isabs(entry) and entry not in entries]
+    return os.pathsep.join(entries) or None
 
 
 def resolve_program(program: str, install_hint: str | None = None) -> str:
@@ -98,8 +129,9 @@ def run(argv: Sequence[str], *, timeout: float, cwd: str | os.PathLike | None = 
     log.debug("exit %d after %.2f s: %s", returncode, result.seconds, argv[0])
     if check and returncode != 0:
         raise ChildProcessFailed(f"{what} failed (exit status {_describe_status(returncode)})",
-                                 returncode=returncode, hint=failure_hint,
-                                 details="\n".join(tail))
+                                 returncode=returncode, details="\n".join(tail),
+                                 hint=failure_hint or "its last output lines are above; run "
+                                                      "with --verbose to see all of it")
     return result
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import ToolMissingError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT_DIR = PACKAGE_DIR.parent
 _WHEEL_DIR = PACKAGE_DIR / "_resources"
@@ -18,7 +20,9 @@ def _resource_dir(name: str) -> Path:
         candidate = base / name
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"tinyforge's '{name}' folder is missing from this installation")
+    raise ToolMissingError(f"tinyforge's '{name}' folder is missing from this installation",
+                           hint="reinstall tinyforge (pip install --force-reinstall tinyforge, "
+                                "or `make setup` in a checkout)")
 
 
 def boards_dir() -> Path:

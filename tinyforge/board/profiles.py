@@ -8,21 +8,24 @@ quirks, and its sensors. Adding a board is adding a file; see docs/boards.md.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
 
 import tomllib
 
-from .. import resources
+from .. import resources, userfiles
 from ..errors import BoardProfileError
+from .resolver import resolver_table_path
 
 PROFILE_SCHEMA_VERSION = 1
 BOARDS_PATH_ENV = "TINYFORGE_BOARDS_PATH"
 _USB_ID = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
 _BOARD_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_MAX_PROFILE_BYTES = 1 << 20
 
 # The schema: section -> field -> (type, required). Unknown fields are errors, so a typo
 # ("flash_byte") cannot silently fall back to a default.
@@ -157,10 +160,12 @@ def load_all() -> list[Board]:
 
 def load_profile(path: Path) -> Board:
     """Parse and validate one profile file; every problem names the file and the field."""
+    text = userfiles.read_text(path, what="board profile", limit=_MAX_PROFILE_BYTES,
+                               error=BoardProfileError,
+                               hint=f"a profile is a TOML file; fix or remove {path} (folders "
+                                    f"in ${BOARDS_PATH_ENV} are searched first)")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BoardProfileError(f"cannot read board profile {path}: {exc}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BoardProfileError(f"board profile {path} is not valid TOML: {exc}",
                                 hint="fix the syntax error at the position shown") from None
@@ -236,6 +241,8 @@ def _validate_sensors(table) -> list[str]:
 
 
 def _validate_values(data, path: Path) -> list[str]:
+    """The values, checked as untrusted data: a profile may come from any folder in
+    $TINYFORGE_BOARDS_PATH, and its strings end up in platformio.ini, in C++ and in paths."""
     problems = []
     if data["schema_version"] != PROFILE_SCHEMA_VERSION:
         problems.append(f"schema_version is {data['schema_version']}; this tinyforge reads "
@@ -244,26 +251,269 @@ def _validate_values(data, path: Path) -> list[str]:
         problems.append(f"id '{data['id']}' must match the file name '{path.stem}'")
     if not _BOARD_ID.match(data["id"]):
         problems.append("id must be lower-case letters, digits and '-'")
-    for key in ("flash_bytes", "ram_bytes"):
-        if data["memory"][key] <= 0:
-            problems.append(f"memory.{key} must be positive")
-    for role in ("usb_app", "usb_bootloader"):
-        value = data["serial"].get(role)
-        if value is not None and not _USB_ID.match(value):
-            problems.append(f"serial.{role} must look like '2341:805a', not '{value}'")
-    table = data["tflm"]["resolver_table"]
-    if not any((d / table).is_file() for d in (path.parent, resources.boards_dir())):
-        problems.append(f"tflm.resolver_table '{table}' not found next to the profile or in "
-                        "tinyforge's boards/ (generate one with `tinyforge resolver-table`)")
     if data["pointer_bytes"] not in (4, 8):
         problems.append("pointer_bytes must be 4 or 8")
+    problems += _check_text(data)
+    if problems:
+        return problems  # the checks below assume one-line, printable strings
+    for check in (_check_numbers, _check_platformio, _check_tflm, _check_runtime,
+                  _check_serial):
+        problems += check(data, path)
+    return problems
+
+
+# --- strings ------------------------------------------------------------------------------
+
+# Every string of a profile is one line of printable text: a newline in a name would start a
+# new line (an option, a section) in platformio.ini, an escape sequence would reach the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MAX_TEXT = 1000
+# Strings that reach platformio.ini or C++ get a character set of their own. None allows white
+# space (PlatformIO reads " ;" and " #" as the start of a comment), quotes, backslashes, '$'
+# (PlatformIO and SCons expand ${...}) or a leading '!' (PlatformIO runs such build flags as
+# shell commands).
+_PIO_BOARD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_FRAMEWORK = re.compile(r"^[a-z0-9][a-z0-9_-]*(,[a-z0-9][a-z0-9_-]*)*$")
+# A package spec: `name@1.2.3`, `owner/name@^1.2`, or a URL pinned with `#ref`.
+_PACKAGE_SPEC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@/:+#~^=<>!,%-]*$")
+_REMOTE_SCHEMES = ("https://", "http://", "git+https://", "git+ssh://", "ssh://", "git@")
+_FLAG = re.compile(r"^-[A-Za-z0-9_][A-Za-z0-9_.,:/=+-]*$")
+_OPTION_VALUE = re.compile(r"^[A-Za-z0-9_.,:/=+@~^*-]+$")
+_LIBRARY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+_PATTERN_PART = re.compile(r"^[A-Za-z0-9_*?][A-Za-z0-9_.*?+-]*$")
+_HEADER = re.compile(r"\.(h|hh|hpp)$")
+_CORE_PACKAGE = re.compile(r"^(platforms|packages)/[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
+_LAYER = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_TINYFORGE_PLATFORM = re.compile(r"^tinyforge:([a-z0-9][a-z0-9_]*)$")
+
+# platformio.ini options a profile may add ([platformio.extra_options]). Options that run
+# programs or scripts (extra_scripts, upload_command, platform_packages, debug_server...) or
+# name files and folders (*_dir, board_build.ldscript...) are not here: a profile is data, and
+# the project must stay the project tinyforge rendered. Options tinyforge writes itself are not
+# here either. A board that needs another harmless option gets it added in this list.
+EXTRA_OPTIONS = frozenset({
+    "monitor_speed", "monitor_rts", "monitor_dtr",
+    "lib_compat_mode", "lib_ldf_mode", "lib_archive",
+    "upload_protocol", "upload_speed", "build_type",
+    "board_build.mcu", "board_build.f_cpu",
+    "board_upload.maximum_size", "board_upload.maximum_ram_size",
+    "board_upload.use_1200bps_touch", "board_upload.wait_for_upload_port",
+})
+
+
+def _strings(value, name: str) -> Iterator[tuple[str, str]]:
+    """(dotted field name, string) for every string in a profile, keys of tables included."""
+    if isinstance(value, str):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{name}.{key}" if name else str(key)
+            yield f"key of {child}", str(key)
+            yield from _strings(item, child)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{name}[{index}]")
+
+
+def _check_text(data) -> list[str]:
+    problems = []
+    for name, text in _strings(data, ""):
+        if _CONTROL.search(text):
+            # A key can hold the control character itself: show it escaped.
+            shown = name.encode("unicode_escape").decode("ascii")
+            problems.append(f"'{shown}' holds a control character (a newline, tab or escape): "
+                            "profile strings are one line of printable text")
+        elif len(text) > _MAX_TEXT:
+            problems.append(f"'{name}' is {len(text):,} characters long; at most {_MAX_TEXT:,}")
+    return problems
+
+
+def _check_remote_spec(value: str, name: str) -> list[str]:
+    """A package spec PlatformIO downloads: no local paths (those would copy any folder of this
+    machine into the project; a local TFLM tree is `--tflm`'s job)."""
+    if not _PACKAGE_SPEC.match(value):
+        return [f"{name} '{value}' is not a package spec (a name@version or a URL, without "
+                "spaces, quotes, '$', ';' or backslashes)"]
+    if "://" in value and not value.startswith(_REMOTE_SCHEMES):
+        return [f"{name} '{value}' must be a registry package or a remote URL "
+                f"({', '.join(s for s in _REMOTE_SCHEMES if '://' in s)}), not a local one"]
+    if value.startswith((".", "/", "~")) or ".." in PurePosixPath(value.split("#")[0]).parts:
+        return [f"{name} '{value}' must be a registry package or a remote URL, not a path"]
+    return []
+
+
+def _relative_path_problem(value: str, name: str, part: re.Pattern) -> str | None:
+    """Why `value` is not a plain relative path (each part matching `part`), or None."""
+    parts = value.split("/")
+    if not value or value.startswith("/") or not all(part.match(p) for p in parts):
+        return (f"{name} '{value}' must be a relative path of letters, digits and "
+                "'_ . + -' (no '..', no leading '/', no backslashes)")
+    return None
+
+
+# --- numbers ------------------------------------------------------------------------------
+
+MIN_CLOCK_HZ, MAX_CLOCK_HZ = 1_000_000, 2_000_000_000
+MIN_FLASH_BYTES, MIN_RAM_BYTES, MAX_MEMORY_BYTES = 16 * 1024, 2 * 1024, 256 * 1024 * 1024
+MAX_REENUMERATE_S = 120.0
+# Rates the host's serial driver sets without a custom divisor (termios B*; pyserial's list).
+STANDARD_BAUDS = (300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600, 115200,
+                  230400, 460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000,
+                  2500000, 3000000, 3500000, 4000000)
+
+
+def _check_numbers(data, path: Path) -> list[str]:
+    problems = []
+    if not MIN_CLOCK_HZ <= data["clock_hz"] <= MAX_CLOCK_HZ:
+        problems.append(f"clock_hz is {data['clock_hz']:,}; a microcontroller runs at "
+                        f"{MIN_CLOCK_HZ:,} to {MAX_CLOCK_HZ:,} Hz")
+    memory = data["memory"]
+    for key, minimum in (("flash_bytes", MIN_FLASH_BYTES), ("ram_bytes", MIN_RAM_BYTES)):
+        if not minimum <= memory[key] <= MAX_MEMORY_BYTES:
+            problems.append(f"memory.{key} is {memory[key]:,}; it must be positive, from "
+                            f"{minimum:,} to {MAX_MEMORY_BYTES:,} bytes")
+    if problems:
+        return problems
+    # What the framework and TFLM take must leave room for the model and the arena.
+    for key, total in (("framework_flash_bytes", "flash_bytes"),
+                       ("framework_ram_bytes", "ram_bytes")):
+        if not 0 <= memory[key] < memory[total]:
+            problems.append(f"memory.{key} is {memory[key]:,}; it must be at least 0 and less "
+                            f"than memory.{total} ({memory[total]:,})")
     for key in ("supply_v", "run_dcdc_ma", "run_ldo_ma", "sleep_ua"):
-        if key in data.get("power", {}) and not data["power"][key] > 0:
-            problems.append(f"power.{key} must be positive")
-    for key in ("build_flags", "build_unflags", "packages"):
-        values = data["platformio"].get(key, [])
-        if not all(isinstance(v, str) for v in values):
-            problems.append(f"platformio.{key} must be a list of strings")
+        value = data.get("power", {}).get(key)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            problems.append(f"power.{key} is {value}; it must be a positive number")
+    tflm = data["tflm"]
+    for key in ("flash_base_bytes", "flash_per_op_bytes"):
+        if not 0 <= tflm[key] < memory["flash_bytes"]:
+            problems.append(f"tflm.{key} is {tflm[key]:,}; it must be at least 0 and less than "
+                            f"memory.flash_bytes ({memory['flash_bytes']:,})")
+    return problems
+
+
+# --- sections -----------------------------------------------------------------------------
+
+def _check_platformio(data, path: Path) -> list[str]:
+    pio = data["platformio"]
+    problems = []
+    platform = pio["platform"]
+    if (own := _TINYFORGE_PLATFORM.match(platform)):
+        if not (resources.platforms_dir() / own.group(1)).is_dir():
+            known = sorted(p.name for p in resources.platforms_dir().iterdir() if p.is_dir())
+            problems.append(f"platformio.platform '{platform}': tinyforge ships no dev-platform "
+                            f"'{own.group(1)}' (it has: {', '.join(known)})")
+    elif platform.startswith("tinyforge:"):
+        problems.append(f"platformio.platform '{platform}' must be 'tinyforge:NAME' with NAME "
+                        "of lower-case letters, digits and '_'")
+    else:
+        problems += _check_remote_spec(platform, "platformio.platform")
+    if not _PIO_BOARD.match(pio["board"]):
+        problems.append(f"platformio.board '{pio['board']}' must be letters, digits, '_ . -'")
+    if "framework" in pio and not _FRAMEWORK.match(pio["framework"]):
+        problems.append(f"platformio.framework '{pio['framework']}' must be lower-case letters, "
+                        "digits, '_ -' (several separated by ',')")
+    for key in ("build_flags", "build_unflags"):
+        problems += _check_flags(pio.get(key, []), f"platformio.{key}")
+    for index, entry in enumerate(pio.get("packages", [])):
+        if not isinstance(entry, str) or not _CORE_PACKAGE.match(entry):
+            problems.append(f"platformio.packages[{index}] must be 'platforms/NAME' or "
+                            f"'packages/NAME' (a folder of PlatformIO's core dir)")
+    problems += _check_extra_options(pio.get("extra_options", {}))
+    return problems
+
+
+def _check_flags(flags, name: str) -> list[str]:
+    if not all(isinstance(flag, str) for flag in flags):
+        return [f"{name} must be a list of strings"]
+    return [f"{name}[{index}] '{flag}' must be one compiler flag: '-' then letters, digits "
+            "and '_ . , : / = + -' (no spaces, quotes, '$', ';', '#' or backslashes)"
+            for index, flag in enumerate(flags) if not _FLAG.match(flag)]
+
+
+def _check_extra_options(options: dict) -> list[str]:
+    problems = []
+    for key, value in options.items():
+        if key not in EXTRA_OPTIONS:
+            problems.append(f"platformio.extra_options: '{key}' is not an option a profile may "
+                            f"set (allowed: {', '.join(sorted(EXTRA_OPTIONS))})")
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) for v in values):
+            problems.append(f"platformio.extra_options.{key} must be a string or a list of "
+                            "strings")
+        elif not all(_OPTION_VALUE.match(v) for v in values):
+            problems.append(f"platformio.extra_options.{key} must be letters, digits and "
+                            "'_ . , : / = + @ ~ ^ * -' (no spaces, quotes, '$', ';', '#' or "
+                            "backslashes)")
+    return problems
+
+
+def _check_tflm(data, path: Path) -> list[str]:
+    tflm = data["tflm"]
+    problems = []
+    if not _LIBRARY.match(tflm["library"]):
+        problems.append(f"tflm.library '{tflm['library']}' must be letters, digits, '_ . -'")
+    if not _VERSION.match(tflm["version"]):
+        problems.append(f"tflm.version '{tflm['version']}' must be letters, digits, '_ . + -'")
+    problems += _check_remote_spec(tflm["source"], "tflm.source")
+    include = tflm.get("include", "")
+    if include and (_relative_path_problem(include, "tflm.include", _PATH_PART)
+                    or not _HEADER.search(include)):
+        problems.append(f"tflm.include '{include}' must be a header's relative path (.h, .hh "
+                        "or .hpp) of letters, digits and '_ . + -', or empty")
+    problems += _check_resolver_table(tflm["resolver_table"], path)
+    for index, pattern in enumerate(tflm.get("exclude_sources", [])):
+        problem = (_relative_path_problem(pattern, f"tflm.exclude_sources[{index}]",
+                                          _PATTERN_PART) if isinstance(pattern, str)
+                   else f"tflm.exclude_sources[{index}] must be a string")
+        if problem:
+            problems.append(problem + "; '*' and '?' match within the library")
+    problems += _check_flags(tflm.get("build_flags", []), "tflm.build_flags")
+    return problems
+
+
+def _check_resolver_table(table: str, path: Path) -> list[str]:
+    problem = _relative_path_problem(table, "tflm.resolver_table", _PATH_PART)
+    if problem or not table.endswith(".toml"):
+        return [problem or f"tflm.resolver_table '{table}' must name a .toml file"]
+    if resolver_table_path(table, path.parent) is None:
+        return [f"tflm.resolver_table '{table}' not found next to the profile or in "
+                "tinyforge's boards/ (generate one with `tinyforge resolver-table`)"]
+    return []
+
+
+def _check_runtime(data, path: Path) -> list[str]:
+    layer = data["runtime"]["layer"]
+    layers = runtime_layers()
+    if _LAYER.match(layer) and layer in layers:
+        return []
+    return [f"runtime.layer '{layer}' is not one of tinyforge's runtime layers "
+            f"(firmware_templates/runtime/: {', '.join(layers)})"]
+
+
+def runtime_layers() -> list[str]:
+    """The board runtime layers tinyforge ships (folders of firmware_templates/runtime/)."""
+    root = resources.templates_dir() / "runtime"
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _LAYER.match(p.name))
+
+
+def _check_serial(data, path: Path) -> list[str]:
+    serial = data["serial"]
+    problems = []
+    if serial["baud"] not in STANDARD_BAUDS:
+        problems.append(f"serial.baud {serial['baud']:,} is not a standard rate (one of "
+                        f"{', '.join(map(str, STANDARD_BAUDS))})")
+    for role in ("usb_app", "usb_bootloader"):
+        value = serial.get(role)
+        if value is not None and not _USB_ID.match(value):
+            problems.append(f"serial.{role} must look like '2341:805a', not '{value}'")
+    timeout = serial.get("reenumerate_timeout_s")
+    if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= MAX_REENUMERATE_S):
+        problems.append(f"serial.reenumerate_timeout_s is {timeout}; it must be more than 0 and "
+                        f"at most {MAX_REENUMERATE_S:g} seconds")
     return problems
 
 

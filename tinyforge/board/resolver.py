@@ -20,6 +20,7 @@ import tomllib
 
 from .. import resources
 from ..errors import ResolverTableError
+from ..userfiles import MiB, read_bytes, read_text
 
 HEADER_RELATIVE_PATHS = (
     "src/tensorflow/lite/micro/micro_mutable_op_resolver.h",
@@ -33,6 +34,11 @@ _CUSTOM_LITERAL = re.compile(r'AddCustom\(\s*"([^"]+)"')
 _CUSTOM_GETSTRING = re.compile(r"AddCustom\(\s*(?:tflite::)?GetString_([A-Za-z0-9_]+)\(\)")
 # Custom op names that TFLM returns from a GetString_XXX() function rather than a literal.
 _GETSTRING_NAMES = {"ETHOSU": "ethos-u"}
+_METHOD_NAME = re.compile(r"^Add[A-Za-z0-9_]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+# The real files are ~30 KB (the header) and ~5 KB (a table).
+_MAX_HEADER_BYTES = 4 * MiB
+_MAX_TABLE_BYTES = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -82,24 +88,60 @@ def find_header(tflm_root: Path) -> Path:
              "(the folder that holds library.properties and src/)")
 
 
+def read_header(header: Path) -> bytes:
+    """A TFLM tree's resolver header, read with a bound (the tree is the user's)."""
+    return read_bytes(header, what="TFLM resolver header", limit=_MAX_HEADER_BYTES,
+                      error=ResolverTableError,
+                      hint="point --tflm (or TINYFORGE_TFLM) at an unmodified TFLM library tree")
+
+
 def table_from_tree(tflm_root: Path, library: str, version: str) -> ResolverTable:
     header = find_header(tflm_root)
-    builtin, custom = parse_header(header.read_text(encoding="utf-8", errors="replace"))
+    builtin, custom = parse_header(read_header(header).decode("utf-8", errors="replace"))
     return ResolverTable(library, version, builtin, custom, source=str(header))
+
+
+def resolver_table_path(relative_path: str, profile_dir: Path | None) -> Path | None:
+    """Where a profile's resolver table is: next to the profile, else in tinyforge's `boards/`.
+    A path that leaves that folder (through '..', an absolute path or a symlink) does not count."""
+    for folder in filter(None, (profile_dir, resources.boards_dir())):
+        candidate = (folder / relative_path).resolve()
+        if candidate.is_relative_to(folder.resolve()) and candidate.is_file():
+            return candidate
+    return None
 
 
 def load_table(relative_path: str, profile_dir: Path | None = None) -> ResolverTable:
     """Load a resolver table named by a board profile: next to the profile, else in `boards/`."""
-    candidates = [d / relative_path for d in (profile_dir, resources.boards_dir()) if d]
-    path = next((p for p in candidates if p.is_file()), candidates[-1])
+    path = resolver_table_path(relative_path, profile_dir)
+    hint = "regenerate it with `tinyforge resolver-table --tflm PATH`"
+    if path is None:
+        raise ResolverTableError(f"resolver table '{relative_path}' is not next to the board "
+                                 "profile nor in tinyforge's boards/", hint=hint)
+    text = read_text(path, what="resolver table", limit=_MAX_TABLE_BYTES,
+                     error=ResolverTableError, hint=hint)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        return ResolverTable(data["library"], data["version"], dict(data["builtin"]),
-                             dict(data.get("custom", {})), source=str(path))
-    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
-        raise ResolverTableError(f"resolver table {path} is missing or invalid: {exc}",
-                                 hint="regenerate it with `tinyforge resolver-table --tflm PATH`"
-                                 ) from None
+        data = tomllib.loads(text)
+        table = ResolverTable(data["library"], data["version"], dict(data["builtin"]),
+                              dict(data.get("custom", {})), source=str(path))
+    except (KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ResolverTableError(f"resolver table {path} is invalid: {exc}", hint=hint) from None
+    problem = _table_problem(table)
+    if problem:
+        raise ResolverTableError(f"resolver table {path} is invalid: {problem}", hint=hint)
+    return table
+
+
+def _table_problem(table: ResolverTable) -> str | None:
+    """The table comes from a profile's folder and its methods are written into C++ as
+    `resolver.METHOD()`: each must be a plain `AddXxx` name."""
+    for key, value in (("library", table.library), ("version", table.version)):
+        if not (isinstance(value, str) and _NAME.match(value)):
+            return f"{key} {value!r} must be letters, digits and '_ . + -'"
+    for op, method in {**table.builtin, **table.custom}.items():
+        if not (isinstance(op, str) and isinstance(method, str) and _METHOD_NAME.match(method)):
+            return f"op {op!r} maps to {method!r}, not to an AddXxx method name"
+    return None
 
 
 def render_table(table: ResolverTable, header_name: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from ..errors import TFLMSourceError
@@ -24,6 +25,7 @@ _PIOPM_MAX_BYTES = 64 * 1024
 # A TFLM Arduino library is ~500 files and ~8 MB; far more is not a library tree.
 _DIGEST_MAX_FILES = 20_000
 _DIGEST_MAX_BYTES = 256 * 1024 * 1024
+_UNSAFE_IN_INI = re.compile(r"[\x00-\x1f\x7f,;#$]")
 
 
 def resolve_tflm_source(explicit: Path | str | None) -> Path | None:
@@ -36,6 +38,13 @@ def resolve_tflm_source(explicit: Path | str | None) -> Path | None:
     if not root.is_dir():
         raise TFLMSourceError(f"the TFLM tree given by {origin} does not exist: {root}",
                               hint=f"point {origin} at a TFLM Arduino library folder")
+    if _UNSAFE_IN_INI.search(str(root)):
+        # The path is written into platformio.ini's lib_deps, where PlatformIO splits values
+        # at commas and newlines and reads ' ;' or ' #' as a comment.
+        raise TFLMSourceError(
+            f"the TFLM tree's path {str(root)!r} (from {origin}) holds a character that "
+            "platformio.ini cannot carry (a control character, ',', ';', '#' or '$')",
+            hint="move or copy the tree to a path without those characters and give that")
     if not any((root / relative).is_file() for relative in HEADER_RELATIVE_PATHS):
         raise TFLMSourceError(
             f"{root} (from {origin}) is not a TFLM library tree: it has no "

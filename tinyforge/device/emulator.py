@@ -267,12 +267,16 @@ class QemuLink:
                 if time.monotonic() > deadline:
                     raise DeviceError(f"could not connect to QEMU's UART at {url} within "
                                       f"{CONNECT_TIMEOUT_S:g} s",
-                                      details="\n".join(self._qemu_output) or None) from None
+                                      details="\n".join(self._qemu_output) or None,
+                                      hint="QEMU's output is above; `tinyforge doctor` checks "
+                                           "the QEMU install") from None
                 time.sleep(CONNECT_POLL_S)
 
     def _call(self, operation):
         if self._serial is None:
-            raise DeviceError("the emulator link is closed", details=self._details())
+            raise DeviceError("the emulator link is closed", details=self._details(),
+                              hint="start the firmware again (`tinyforge flash --board "
+                                   "qemu-m4`)")
         try:
             return operation(self._serial)
         except serial.SerialTimeoutException:
@@ -283,7 +287,7 @@ class QemuLink:
             # The socket closes when QEMU exits: report why it exited.
             status = self._exit_status()
             raise DeviceError(self._stopped_message(status), details=self._details(),
-                              hint=self._fault_hint() if status else None) from exc
+                              hint=self._fault_hint() if status else _CRASH_HINT) from exc
 
     def _observe(self, data: bytes) -> None:
         if not data:

@@ -136,7 +136,9 @@ def port_error(device: str, exc: Exception) -> DeviceError:
         return DeviceError(f"nothing is listening at {device}",
                            hint="is the emulator running? `tinyforge flash --board qemu-m4` "
                                 "starts it")
-    return DeviceError(f"cannot use {device}: {text}")
+    return DeviceError(f"cannot use {device}: {text}",
+                       hint="check the cable and that no other program has the port open, "
+                            "then try again")
 
 
 def _connected(ports) -> str:

@@ -7,23 +7,28 @@ half-made project behind.
 from __future__ import annotations
 
 import logging
+import math
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import resources
+from .. import resources, userfiles
 from ..board import profiles
 from ..board.tflm_source import resolve_tflm_source
 from ..errors import CalibrationError, InputError, ModelFileError
-from ..model import checks, compat, fit, host_runtime, reader
+from ..model import calibration, checks, compat, fit, host_runtime, reader
 from ..project import firmware, last_build, writer
 from ..toolchain import pio
 
 log = logging.getLogger(__name__)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+MAX_LABELS_BYTES = 1 << 20
+# Control characters other than tab: a label is one line of text.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 DEFAULT_BOARD = "nano33ble"
 EXAMPLE_MODEL = "gesture_int8.tflite"
 
@@ -71,6 +76,9 @@ class BuildResult:
 def build(options: BuildOptions) -> BuildResult:
     """Render (and unless `compile=False`, build) the firmware project for a model."""
     board = profiles.load_board(options.board)
+    # PlatformIO runs even with --no-compile (its project check): an unwritable core dir is
+    # reported now, before anything is converted or written.
+    pio.require_core_dir(pio.core_dir_for(board))
     tflm_root = resolve_tflm_source(options.tflm)
     source = options.model or resources.example_dir() / EXAMPLE_MODEL
     labels_path, labels = _labels(options)
@@ -127,13 +135,14 @@ def _tflite_bytes(source: Path, options: BuildOptions, board: profiles.Board,
         raise ModelFileError(f"model {source} does not exist", hint="check the path given to --model")
     if not (source.is_dir() or source.suffix.lower() in KERAS_SUFFIXES):
         # A .tflite, or a file of another name that must prove it is one.
-        data, _ = reader.read_model_file(source)
+        data, _ = reader.read_model_file(source, flash_bytes=board.flash_bytes)
         return data, None
     from ..model import accuracy, convert
 
     result = convert.convert(source, calibration=options.calibration, quantize=options.quantize,
                              output=workdir / "model.tflite",
-                             per_channel_dense=compat.per_channel_fc_supported(board))
+                             per_channel_dense=compat.per_channel_fc_supported(board),
+                             flash_bytes=board.flash_bytes)
     data = result.output.read_bytes()
     report = result.to_json()
     report["summary"] = [f"{result.source_kind} -> {result.quantize} .tflite "
@@ -151,14 +160,16 @@ def _labels(options: BuildOptions) -> tuple[Path | None, list[str]]:
         path = resources.example_dir() / "labels.txt"
     if path is None:
         return None, []
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"labels file {path} does not exist", hint="check --labels") from None
-    except UnicodeDecodeError:
-        raise InputError(f"labels file {path} is not UTF-8 text",
-                         hint="save it as UTF-8, one label per line") from None
-    return path, [line for line in text.splitlines() if line.strip()]
+    text = userfiles.read_text(Path(path), what="labels file", limit=MAX_LABELS_BYTES,
+                               hint="check the path given to --labels",
+                               too_large="a labels file holds one short name per output class")
+    labels = [line for line in text.splitlines() if line.strip()]
+    for number, label in enumerate(labels, 1):
+        if _CONTROL.search(label):
+            raise InputError(f"labels file {path}: label {number} holds control characters; "
+                             "is it a text file?",
+                             hint="give a UTF-8 text file with one label per line")
+    return path, labels
 
 
 def _check_labels(labels: list[str], path: Path | None, info: reader.ModelInfo) -> None:
@@ -178,18 +189,22 @@ def _demo_input(options: BuildOptions, info: reader.ModelInfo) -> bytes | None:
     if path is None:
         return None
     if len(info.inputs) != 1:
-        raise InputError("a demo input can only be given for a model with one input tensor")
+        raise InputError("a demo input can only be given for a model with one input tensor",
+                         hint="drop --demo-input; the host sends inputs with `tinyforge "
+                              "validate`")
     tensor = info.inputs[0]
-    try:
-        values = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"cannot read demo input {path}: {exc}",
-                               hint="give a .npy array shaped like the model's input") from None
-    if values.size != tensor.element_count:
-        raise CalibrationError(
-            f"demo input {path} has {values.size} values; the model's input "
-            f"{tensor.shape} needs {tensor.element_count}",
-            hint="save one sample shaped like the model's input with numpy.save")
+
+    def check_count(shape: tuple[int, ...]) -> None:
+        # Checked on the .npy header, before any value is read.
+        count = math.prod(shape)
+        if count != tensor.element_count:
+            raise CalibrationError(
+                f"demo input {path} has {count:,} values; the model's input "
+                f"{tensor.shape} needs {tensor.element_count:,}",
+                hint="save one sample shaped like the model's input with numpy.save")
+
+    values = calibration.read_npy(Path(path), what="demo input", check_shape=check_count,
+                                  hint="give a .npy array shaped like the model's input")
     if tensor.dtype == "float32":
         return np.asarray(values, dtype="<f4").tobytes()
     if values.dtype.kind == "f":

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import storage, userfiles
 from ..board import profiles
 from ..board.tflm_source import downloaded_tflm, tree_digest
 from ..device import emulator, protocol
@@ -44,6 +45,7 @@ PROBE_TIMEOUT_S = 10.0
 # (interpreter, resolver, protocol state), on top of the board profile's framework figure.
 _PROBE_FIRMWARE_SLACK = 4096
 _CACHE_VERSION = 2
+_MAX_CACHE_BYTES = 16 * userfiles.MiB
 _MEASUREMENT_TYPES = {"minimum_bytes": int, "reported_bytes": int, "probes": int,
                       "seconds": (int, float), "source": str}
 
@@ -198,7 +200,8 @@ class _ProbeSearch:
         minimum = smallest_fitting(self.fits, start=self.reported, ceiling=self.ceiling)
         if minimum is None:
             raise DeviceError("the measurement firmware ran at boot but no probe fits within "
-                              f"{self.ceiling} B")
+                              f"{self.ceiling} B",
+                              hint="use --arena host, and please report this with the model")
         return minimum
 
     def fits(self, size: int) -> bool:
@@ -215,7 +218,8 @@ class _ProbeSearch:
             self._start()
             return False
         if isinstance(answer, protocol.DeviceErrorMessage):
-            raise DeviceError(f"the measurement firmware refused PROBE: {answer.msg}")
+            raise DeviceError(f"the measurement firmware refused PROBE: {answer.msg}",
+                              hint="use --arena host, and please report this with the model")
         return answer.fields.get("status") == "ok"
 
     def _start(self) -> None:
@@ -238,14 +242,14 @@ class _ProbeSearch:
 
 
 def _default_project_dir(tflm_root: Path) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     tag = hashlib.sha256(str(tflm_root).encode()).hexdigest()[:12]
-    return cache / "tinyforge" / "arena-probe" / tag
+    return storage.require_writable(storage.cache_root() / "arena-probe" / tag,
+                                    what="the arena measurement's project folder",
+                                    variable=storage.CACHE_ENV)
 
 
 def _cache_path() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "tinyforge" / "arena-measurements.json"
+    return storage.cache_root() / "arena-measurements.json"
 
 
 def _cache_key(prepared: PreparedModel, library: str) -> str:
@@ -262,8 +266,11 @@ def _cache_key(prepared: PreparedModel, library: str) -> str:
 def _read_cache() -> dict:
     """{"version", "measurements": {key: figure}, "libraries": {pinned source: digest}}."""
     try:
-        data = json.loads(_cache_path().read_text())
-    except (OSError, ValueError):
+        # Bounded like any file; an unreadable or damaged cache is an empty one.
+        text = userfiles.read_text(_cache_path(), what="arena cache", limit=_MAX_CACHE_BYTES,
+                                   hint="delete it; it is only a cache", missing_ok=True)
+        data = json.loads(text) if text else None
+    except (TinyforgeError, ValueError):
         data = None
     if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION:
         data = {}
@@ -294,12 +301,15 @@ def record(prepared: PreparedModel, library: Library,
     of a pinned library, which content that pinned source has; never fails."""
     if library.digest is None:
         return
+    try:
+        path = _cache_path()
+    except TinyforgeError:  # no usable cache folder: nothing to remember
+        return
     data = _read_cache()
     if measurement is not None:
         data["measurements"][_cache_key(prepared, library.digest)] = measurement.to_json()
     if library.pinned_source is not None:
         data["libraries"][library.pinned_source] = library.digest
-    path = _cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")

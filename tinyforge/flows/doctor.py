@@ -8,10 +8,10 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .. import proc, system
+from .. import proc, storage, system
 from ..board import profiles
 from ..board.tflm_source import ENV_VAR, resolve_tflm_source
-from ..errors import TinyforgeError, ToolMissingError
+from ..errors import TinyforgeError, ToolMissingError, UnwritableFolderError
 from ..toolchain import offline_core, pio, programs
 
 _PIO_VERSION_TIMEOUT_S = 30.0
@@ -128,4 +128,9 @@ def emulator_checks(core: str | os.PathLike | None = None) -> list[Check]:
         checks.append(Check("PlatformIO core dir", False,
                             f"{target} is not prepared (tool-scons and the toolchain are "
                             "not registered there)", f"run `tinyforge setup{option}`"))
+        try:
+            storage.check_writable(target, what="tinyforge's PlatformIO core dir",
+                                   variable=offline_core.ENV_CORE_DIR, option="--core-dir")
+        except UnwritableFolderError as exc:  # `setup` would fail: say why instead
+            checks[-1] = Check("PlatformIO core dir", False, exc.message, exc.hint)
     return checks

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..board import profiles
 from ..board.tflm_source import resolve_tflm_source
 from ..errors import ModelFileError
-from ..model import checks, fit, reader
+from ..model import checks, compat, fit, reader
 
 
 def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
@@ -23,10 +23,13 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
                              hint=f"convert it first: tinyforge build --model {path} "
                                   "--calibration SAMPLES --no-compile")
     board = profiles.load_board(board_id)
-    data, _ = reader.read_model_file(path)
+    data, _ = reader.read_model_file(path, flash_bytes=board.flash_bytes)
     tflm_root = resolve_tflm_source(tflm)
     prepared = checks.prepare(data, path.name, board, tflm_root=tflm_root, strict=False)
-    if prepared.arena is not None and not prepared.unsupported_ops:
+    # The device measurement needs firmware that starts: not with ops it lacks, nor with a
+    # schema version its TFLM refuses at boot.
+    if (prepared.arena is not None and not prepared.unsupported_ops
+            and compat.schema_problem(prepared.info) is None):
         from . import device_arena
         prepared.arena = device_arena.choose(prepared, board, tflm_root, arena)
         prepared.fit = fit.estimate(board, model_bytes=prepared.info.size,

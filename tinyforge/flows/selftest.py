@@ -269,7 +269,9 @@ def _read_time(talk: _Conversation) -> tuple[float, int, float]:
     received = time.monotonic()
     if not (isinstance(answer, protocol.OtherMessage) and answer.type == "TIME"
             and answer.fields.get("us", "").isdigit()):
-        raise DeviceError(f"TIME answered with {_short(answer)}")
+        raise DeviceError(f"TIME answered with {_short(answer)}",
+                          hint="the firmware is not the self-test firmware of this tinyforge; "
+                               "run `tinyforge selftest` again to rebuild it")
     return sent, int(answer.fields["us"]), received
 
 

@@ -132,7 +132,9 @@ def samples_from_file(path: Path, spec: protocol.TensorSpec) -> list[np.ndarray]
             return list(array.astype(np.float32))
         if not spec.scale:
             raise CalibrationError(f"{path}: the model input is {spec.dtype} without a scale; "
-                                   f"give {spec.dtype} values")
+                                   f"give {spec.dtype} values",
+                                   hint=f"save the inputs as {spec.dtype} already quantized: "
+                                        f"x.astype(np.{spec.dtype})")
         info = np.iinfo(dtype)
         quantized = np.round(array / spec.scale) + spec.zero_point
         return list(np.clip(quantized, info.min, info.max).astype(dtype))
@@ -159,7 +161,8 @@ def run(conversation: Conversation, boot: protocol.Boot, samples: list[np.ndarra
         max_abs: float = DEFAULT_MAX_ABS_FLOAT) -> ValidationReport:
     """Send every sample, compare the answers with `reference`, and report."""
     if len(boot.inputs) != 1:
-        raise DeviceError("validate supports firmware with exactly one input tensor")
+        raise DeviceError("validate supports firmware with exactly one input tensor",
+                          hint="use `tinyforge monitor` to watch a multi-input model's results")
     spec = boot.inputs[0]
     batch = [[np.asarray(s, dtype=_NUMPY_TYPES[spec.dtype]).reshape(spec.shape)]
              for s in samples]
@@ -176,7 +179,9 @@ def _ask(conversation: Conversation, seq: int, values: np.ndarray) -> protocol.R
         timeout=ANSWER_TIMEOUT_S, what=f"answer to input #{seq}")
     if isinstance(answer, protocol.DeviceErrorMessage):
         raise DeviceError(f"the firmware refused input #{seq}: {answer.code} ({answer.msg})",
-                          details=conversation.describe_tail())
+                          details=conversation.describe_tail(),
+                          hint="docs/protocol.md explains the ERR code; rebuild and flash if "
+                               "the firmware is older than this tinyforge")
     return answer
 
 

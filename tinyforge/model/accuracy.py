@@ -121,7 +121,9 @@ def compare(model: bytes, reference: FloatReference, *, model_name: str) -> Accu
     info = inspect_bytes(model, model_name)
     if len(info.inputs) != 1:
         raise ModelTypeError(f"{model_name} has {len(info.inputs)} inputs; the accuracy report "
-                             "handles models with one input")
+                             "handles models with one input",
+                             hint="convert without --calibration (for float32) to skip the "
+                                  "accuracy report")
     inputs = _check_inputs(reference, info.inputs[0], model_name)
     _check_outputs(reference, info.outputs, model_name)
     quantized = _quantize_inputs(inputs, info.inputs[0], model_name)

@@ -110,7 +110,9 @@ def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
     reported = host_runtime.reported_arena_total(model, host_runtime.generous_arena(len(model)))
     if reported is None:
         host_runtime.dry_run(model, model_name)  # raises with TFLM's own explanation
-        raise HostRuntimeError(f"the host TFLM runtime did not report an arena for {model_name}")
+        raise HostRuntimeError(f"the host TFLM runtime did not report an arena for {model_name}",
+                               hint="check the tflite-micro package (`tinyforge doctor`); "
+                                    "--arena device measures on the emulated Cortex-M4")
     probes = 0
 
     def runs(size: int) -> bool:
@@ -122,7 +124,8 @@ def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
     minimum = smallest_fitting(runs, start=reported, ceiling=ceiling)
     if minimum is None:
         raise HostRuntimeError(
-            f"the model does not run in host TFLM even with a {ceiling} B arena")
+            f"the model does not run in host TFLM even with a {ceiling} B arena",
+            hint="make the model's activations smaller (narrower layers, a smaller input)")
     measurement = ArenaMeasurement(minimum_bytes=minimum, reported_bytes=reported,
                                    probes=probes, seconds=time.monotonic() - started,
                                    source="host")

@@ -7,26 +7,43 @@ Formats (read without TensorFlow, never unpickled):
 of `[1, 32, 3]`). Values must be floating point and finite; they are returned as float32.
 
 Every problem raises `CalibrationError` naming the file, what was expected and what was found.
+
+The files are untrusted: only regular files are opened, and the array an `.npy` header (or the
+header of an `.npz` member) declares is checked against `MAX_DATA_BYTES` and against the bytes
+the file really holds before NumPy allocates it, so a 100-byte file claiming 10^12 elements is
+refused instead of exhausting memory.
 """
 
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from ..errors import CalibrationError
+from ..userfiles import GiB, open_regular
 
-__all__ = ["load_array", "load_calibration", "match_input_shape", "require_calibration",
-           "sample_shape", "MAX_SAMPLES"]
+__all__ = ["load_array", "load_calibration", "match_input_shape", "read_npy",
+           "require_calibration", "sample_shape", "MAX_DATA_BYTES", "MAX_SAMPLES"]
 
 # Conversion and the accuracy report use at most this many samples (the first ones, so the
 # choice is deterministic); more makes conversion slow without improving the ranges.
 MAX_SAMPLES = 1000
+# The largest array read from a data file (1,000 float32 samples of a 96x96x3 image take 110 MB).
+MAX_DATA_BYTES = 1 * GiB
 
 _NPY_MAGIC = b"\x93NUMPY"
+# Value kinds a data file may hold: booleans, integers, floats. Never objects (pickles),
+# strings, dates or structured records.
+_NUMERIC_KINDS = "biuf"
+# Errors reading a zip archive can raise besides OSError.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError,
+               RuntimeError, NotImplementedError)
 _FORMAT_HINT = ("save the samples with numpy: np.save('samples.npy', x) with x of shape "
                 "[N, *input_shape] and dtype float32, or np.savez('samples.npz', x=x)")
 
@@ -58,7 +75,7 @@ def load_array(path: Path) -> np.ndarray:
                                hint="check the path given to --calibration")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        array = _load_npy(path)
+        array = read_npy(path, what="calibration file", hint=_FORMAT_HINT)
     elif suffix == ".npz":
         array = _load_npz(path)
     else:
@@ -114,55 +131,128 @@ def load_calibration(path: Path, input_shape: Sequence[int | None], *,
     return match_input_shape(load_array(path), input_shape, Path(path), limit=limit)
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        with path.open("rb") as handle:
-            # Without the NumPy magic, np.load would try (and refuse) to unpickle the file.
-            if handle.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
-                raise CalibrationError(f"calibration file {path} is not a valid .npy file "
-                                       "(no NumPy header)", hint=_FORMAT_HINT)
+def read_npy(path: Path, *, what: str, hint: str,
+             check_shape: Callable[[tuple[int, ...]], None] | None = None,
+             limit: int = MAX_DATA_BYTES) -> np.ndarray:
+    """The numeric array of an `.npy` file, its header checked before anything is allocated.
+
+    `check_shape` may refuse the declared shape (raising) before the values are read.
+    """
+    with open_regular(path, what=what, limit=limit + _HEADER_ALLOWANCE, error=CalibrationError,
+                      hint=hint) as (handle, size):
+        try:
+            _checked_header(handle, size, path, what=what, limit=limit, check_shape=check_shape)
             handle.seek(0)
-            return np.load(handle, allow_pickle=False)
-    except ValueError as exc:
-        raise _unreadable(path, exc) from None
-    except OSError as exc:
-        raise CalibrationError(f"cannot read calibration file {path}: {exc}",
-                               hint=_FORMAT_HINT) from None
+            return npy_format.read_array(handle, allow_pickle=False)
+        except (ValueError, EOFError) as exc:
+            raise _unreadable(path, exc, what) from None
+
+
+# An .npy header is at most NumPy's 10,000-byte limit plus its preamble.
+_HEADER_ALLOWANCE = 16 * 1024
+
+
+def _checked_header(stream: BinaryIO, available: int, path: Path, *, what: str, limit: int,
+                    check_shape: Callable[[tuple[int, ...]], None] | None = None) -> None:
+    """Read an .npy header from `stream` and check the array it declares.
+
+    `available` is how many bytes the stream holds in all, header included; `check_shape` may
+    refuse the shape first.
+    """
+    if stream.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+        # Without the NumPy magic, np.load would try (and refuse) to unpickle the file.
+        raise CalibrationError(f"{what} {path} is not a valid .npy file (no NumPy header)",
+                               hint=_FORMAT_HINT)
+    stream.seek(0)
+    version = npy_format.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = npy_format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = npy_format.read_array_header_2_0(stream)
+    else:
+        raise CalibrationError(f"{what} {path} uses .npy format version {version[0]}."
+                               f"{version[1]}, which only structured arrays need",
+                               hint=_FORMAT_HINT)
+    if dtype.hasobject:
+        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
+        raise CalibrationError(f"{what} {path} holds {dtype} values, not numbers",
+                               hint=_FORMAT_HINT)
+    if any(dim < 0 for dim in shape):
+        raise ValueError(f"negative dimension in shape {shape}")
+    if check_shape is not None:
+        check_shape(tuple(shape))
+    declared = math.prod(shape) * dtype.itemsize
+    holds = available - stream.tell()
+    if declared > limit:
+        raise CalibrationError(
+            f"{what} {path} declares a {_fmt(shape)} {dtype} array of {declared:,} B, more "
+            f"than the {limit:,} B tinyforge reads from a data file; nothing was allocated",
+            hint="give fewer or smaller samples (calibration uses at most the first "
+                 f"{MAX_SAMPLES})")
+    if declared > holds:
+        raise CalibrationError(
+            f"{what} {path} is truncated or corrupt: its header declares a {_fmt(shape)} "
+            f"{dtype} array of {declared:,} B but only {max(holds, 0):,} B follow it",
+            hint="save the array again with numpy; if it was copied, compare its size with "
+                 "the original")
 
 
 def _load_npz(path: Path) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            if "x" in keys:
-                key = "x"
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                found = ", ".join(repr(k) for k in keys) if keys else "no arrays"
-                raise CalibrationError(
-                    f"calibration file {path} has no array named 'x' (found {found})",
-                    hint="store the samples under the key 'x': np.savez(path, x=samples)")
-            array = archive[key]
-    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise _unreadable(path, exc) from None
-    except OSError as exc:
-        raise CalibrationError(f"cannot read calibration file {path}: {exc}",
-                               hint=_FORMAT_HINT) from None
-    if not isinstance(array, np.ndarray):  # a member without a NumPy header comes back as bytes
-        raise CalibrationError(f"calibration file {path} is not a valid .npz file: its "
-                               f"'{key}' is not a NumPy array", hint=_FORMAT_HINT)
-    return array
+    with open_regular(path, what="calibration file", limit=MAX_DATA_BYTES,
+                      error=CalibrationError, hint=_FORMAT_HINT) as (handle, _):
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                member = _npz_member(archive, path)
+                if member.file_size > MAX_DATA_BYTES:
+                    raise CalibrationError(
+                        f"calibration file {path}: its array '{_npz_key(member.filename)}' "
+                        f"unpacks to {member.file_size:,} B, more than the "
+                        f"{MAX_DATA_BYTES:,} B tinyforge reads from a data file",
+                        hint=f"give fewer or smaller samples (calibration uses at most the "
+                             f"first {MAX_SAMPLES})")
+                key = _npz_key(member.filename)
+                with archive.open(member) as stream:
+                    if stream.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+                        # np.load would hand back its bytes, or try to unpickle them.
+                        raise CalibrationError(f"calibration file {path} is not a valid .npz "
+                                               f"file: its '{key}' is not a NumPy array",
+                                               hint=_FORMAT_HINT)
+                with archive.open(member) as stream:
+                    _checked_header(stream, member.file_size, path,
+                                    what=f"array '{key}' of calibration file",
+                                    limit=MAX_DATA_BYTES)
+                with archive.open(member) as stream:
+                    return npy_format.read_array(stream, allow_pickle=False)
+        except _ZIP_ERRORS as exc:
+            raise _unreadable(path, exc) from None
 
 
-def _unreadable(path: Path, exc: Exception) -> CalibrationError:
+def _npz_key(member_name: str) -> str:
+    return member_name[:-4] if member_name.endswith(".npy") else member_name
+
+
+def _npz_member(archive: zipfile.ZipFile, path: Path) -> zipfile.ZipInfo:
+    """The samples member: key `x`, or the archive's only array."""
+    members = {_npz_key(info.filename): info for info in archive.infolist()
+               if not info.is_dir()}
+    if "x" in members:
+        return members["x"]
+    if len(members) == 1:
+        return next(iter(members.values()))
+    found = ", ".join(repr(k) for k in members) if members else "no arrays"
+    raise CalibrationError(f"calibration file {path} has no array named 'x' (found {found})",
+                           hint="store the samples under the key 'x': np.savez(path, x=samples)")
+
+
+def _unreadable(path: Path, exc: Exception, what: str = "calibration file") -> CalibrationError:
     text = str(exc)
     if "allow_pickle" in text or "Object arrays" in text:
         return CalibrationError(
-            f"calibration file {path} holds Python objects (a pickled object array); "
+            f"{what} {path} holds Python objects (a pickled object array); "
             "tinyforge does not unpickle data files",
             hint="save a plain numeric array: np.save(path, np.asarray(samples, np.float32))")
-    return CalibrationError(f"calibration file {path} is not a valid {path.suffix} file "
+    return CalibrationError(f"{what} {path} is not a valid {path.suffix or 'NumPy'} file "
                             f"({type(exc).__name__}: {text})", hint=_FORMAT_HINT)
 
 

@@ -45,6 +45,8 @@ def prepare(data: bytes, name: str, board: profiles.Board, *, quantize: str = "i
     what fails and carries on.
     """
     info = reader.inspect_bytes(data, name)
+    if strict:
+        compat.check_schema_version(info)
     table = resolver_table(board, tflm_root)
     ops, unsupported = compat.resolve_ops(info, table)
     if strict:

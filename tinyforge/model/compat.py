@@ -11,8 +11,13 @@ from dataclasses import dataclass
 
 from ..board.profiles import Board
 from ..board.resolver import ResolverTable
-from ..errors import ModelTypeError, UnsupportedFeatureError, UnsupportedOpsError
+from ..errors import ModelFileError, ModelTypeError, UnsupportedFeatureError, UnsupportedOpsError
 from .reader import ModelInfo
+
+# TFLITE_SCHEMA_VERSION of TFLM (tensorflow/lite/micro/micro_interpreter.h): the firmware's
+# GetModel() check refuses a flatbuffer of any other version at boot, while the host runtime
+# runs it anyway, so it is checked here.
+TFLM_SCHEMA_VERSION = 3
 
 # Tensor types the int8 firmware path expects at the model's edges.
 INTEGER_IO_TYPES = ("int8",)
@@ -75,18 +80,41 @@ def per_channel_fc_supported(board: Board) -> bool:
     return board.tflm.get("per_channel_fully_connected", True)
 
 
+def schema_problem(info: ModelInfo) -> str | None:
+    """Why the board's TFLM refuses the model's schema version, or None when it accepts it."""
+    if info.schema_version == TFLM_SCHEMA_VERSION:
+        return None
+    return (f"TFLite schema version {info.schema_version}: TFLM accepts only version "
+            f"{TFLM_SCHEMA_VERSION}, the firmware would refuse the model at boot")
+
+
+def check_schema_version(info: ModelInfo) -> None:
+    problem = schema_problem(info)
+    if problem:
+        raise ModelFileError(
+            f"{info.name} has {problem}",
+            hint="re-export it with TensorFlow's TFLiteConverter (it writes version "
+                 f"{TFLM_SCHEMA_VERSION}); a file rewritten by another tool may carry another "
+                 "version")
+
+
 def unsupported_features(info: ModelInfo, board: Board) -> list[str]:
-    """Model features the board's TFLM would compute wrongly without any error."""
-    features = []
+    """What in the model the board's TFLM refuses (schema version) or would compute wrongly
+    without any error (per-channel FULLY_CONNECTED weights)."""
+    features = [problem] if (problem := schema_problem(info)) else []
+    return features + _per_channel_fc_features(info, board)
+
+
+def _per_channel_fc_features(info: ModelInfo, board: Board) -> list[str]:
     weights = info.per_channel_fc_weights
     if weights and not per_channel_fc_supported(board):
-        features.append(f"per-channel quantized FULLY_CONNECTED weights ({len(weights)} "
-                        f"tensor(s), e.g. '{weights[0]}')")
-    return features
+        return [f"per-channel quantized FULLY_CONNECTED weights ({len(weights)} "
+                f"tensor(s), e.g. '{weights[0]}')"]
+    return []
 
 
 def check_features(info: ModelInfo, board: Board) -> None:
-    features = unsupported_features(info, board)
+    features = _per_channel_fc_features(info, board)
     if features:
         raise UnsupportedFeatureError(
             f"{info.name} uses what {board.tflm['library']} {board.tflm['version']} (board "

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from ..errors import (
     TinyforgeError,
     ToolMissingError,
 )
+from ..userfiles import GiB, regular_size
 from . import calibration as calib
 from ._convert_child import EXIT_REPORTED
 from .accuracy import FloatReference
@@ -57,6 +57,15 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # HDF5 allows a user block before the signature; it is then at one of these offsets.
 _HDF5_OFFSETS = (0, 512, 1024, 2048)
 _SOURCE_HINT = "give a .keras or .h5 file, or a SavedModel directory (with saved_model.pb)"
+# TensorFlow reads the whole source. Its float weights take 4 bytes where the int8 model takes
+# 1, and a Keras file may also hold the optimizer's state (Adam: two more copies), so a source
+# up to this many times the board's flash can still become a model that fits; a larger one
+# cannot, and is refused before TensorFlow reads it.
+SOURCE_FLASH_MULTIPLE = 16
+# Without a board to compare with (a direct library call).
+MAX_SOURCE_BYTES = 4 * GiB
+# A SavedModel holds a few files; walking a huge tree would only waste time.
+_SAVED_MODEL_MAX_FILES = 10_000
 
 
 @dataclass
@@ -88,17 +97,22 @@ class ConversionResult:
                 "tensorflow_version": self.tensorflow_version}
 
 
-def source_kind(source: Path) -> str:
-    """"keras", "h5" or "saved_model", after a quick check that the file looks like one."""
+def source_kind(source: Path, *, flash_bytes: int | None = None) -> str:
+    """"keras", "h5" or "saved_model", after a quick check that the file looks like one.
+
+    The source must be regular files (a FIFO would block TensorFlow forever) and, given the
+    board's flash, no larger than `SOURCE_FLASH_MULTIPLE` times it.
+    """
     source = Path(source)
+    limit, too_large = _source_limit(flash_bytes)
     if source.is_dir():
         if (source / "saved_model.pb").is_file() or (source / "saved_model.pbtxt").is_file():
+            _check_saved_model_files(source, limit, too_large)
             return "saved_model"
         raise ModelFileError(f"{source} is a directory without saved_model.pb, so not a "
                              "SavedModel", hint=_SOURCE_HINT)
-    if not source.exists():
-        raise ModelFileError(f"model {source} does not exist",
-                             hint="check the path given to --model")
+    regular_size(source, what="model", limit=limit, error=ModelFileError,
+                 hint="check the path given to --model", too_large=too_large)
     suffix = source.suffix.lower()
     if suffix == ".tflite":
         raise ConversionError(f"{source} is already a TFLite model and is not converted",
@@ -121,11 +135,12 @@ def source_kind(source: Path) -> str:
 def convert(source: Path, *, calibration: Path | None, quantize: str = "int8", output: Path,
             on_line: Callable[[str], None] | None = None,
             timeout: float = CONVERSION_TIMEOUT_S,
-            per_channel_dense: bool = True) -> ConversionResult:
+            per_channel_dense: bool = True, flash_bytes: int | None = None) -> ConversionResult:
     """Convert `source` to a TFLite model written (atomically) to `output`.
 
     `per_channel_dense=False` quantizes FULLY_CONNECTED weights per tensor, for TFLM versions
     that only apply a single scale to them (board profile `tflm.per_channel_fully_connected`).
+    `flash_bytes` (the board's) refuses sources too large to become a model that fits.
 
     `on_line` receives every line TensorFlow prints in the child (they also go to the
     debug log). int8 requires `calibration`; with float32 it is optional and only feeds the
@@ -135,7 +150,7 @@ def convert(source: Path, *, calibration: Path | None, quantize: str = "int8", o
     if quantize not in QUANTIZE_MODES:
         raise ConversionError(f"unknown quantization '{quantize}'",
                               hint=f"use one of: {', '.join(QUANTIZE_MODES)}")
-    kind = source_kind(source)
+    kind = source_kind(source, flash_bytes=flash_bytes)
     if quantize == "int8":
         calibration = calib.require_calibration(calibration, quantize=quantize)
     if calibration is not None:
@@ -186,7 +201,7 @@ def _run_child(work: Path, *, source: Path, kind: str, quantize: str,
             on_line(line)
 
     try:
-        return proc.run([sys.executable, "-m", "tinyforge.model._convert_child", str(request)],
+        return proc.run(proc.python_module("tinyforge.model._convert_child", str(request)),
                         timeout=timeout, env=_child_env(), on_line=relay, check=False,
                         what="conversion")
     except ChildTimeoutError as exc:
@@ -218,7 +233,8 @@ def _reported_error(result: dict) -> TinyforgeError:
     if not (isinstance(cls, type) and issubclass(cls, TinyforgeError)) or cls in (
             errors.UnsupportedOpsError, errors.ChildProcessFailed, errors.PlatformIOError):
         cls = ConversionError  # those need extra constructor arguments the child cannot send
-    return cls(result["message"], hint=result.get("hint"), details=result.get("details"))
+    return cls(result["message"], details=result.get("details"),
+               hint=result.get("hint") or "run with --verbose to see TensorFlow's full output")
 
 
 def _describe_exit(returncode: int) -> str:
@@ -233,10 +249,39 @@ def _describe_exit(returncode: int) -> str:
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(_CHILD_ENV)
-    # The child must import this very copy of tinyforge, installed or not.
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    # The child must import this very copy of tinyforge, installed or not, and nothing from
+    # the working directory (see proc.python_module).
+    env["PYTHONPATH"] = proc.pythonpath(str(Path(__file__).resolve().parents[2]))
     return env
+
+
+def _source_limit(flash_bytes: int | None) -> tuple[int, str]:
+    if flash_bytes is None:
+        return MAX_SOURCE_BYTES, ""
+    return (SOURCE_FLASH_MULTIPLE * flash_bytes,
+            f"{SOURCE_FLASH_MULTIPLE} times the board's {flash_bytes:,} B of flash; a larger "
+            "source cannot become a model that fits")
+
+
+def _check_saved_model_files(folder: Path, limit: int, too_large: str) -> None:
+    """Every entry of a SavedModel is a folder or a regular file, and together they are small."""
+    total, count = 0, 0
+    for directory, subdirs, files in os.walk(folder):
+        subdirs.sort()
+        for name in sorted(files):
+            count += 1
+            if count > _SAVED_MODEL_MAX_FILES:
+                raise ModelFileError(f"SavedModel {folder} holds more than "
+                                     f"{_SAVED_MODEL_MAX_FILES:,} files; it is not a model",
+                                     hint=_SOURCE_HINT)
+            total += regular_size(Path(directory) / name, what="SavedModel file",
+                                  limit=limit, error=ModelFileError, hint=_SOURCE_HINT,
+                                  too_large=too_large)
+            if total > limit:
+                raise ModelFileError(
+                    f"SavedModel {folder} holds more than {limit:,} B"
+                    + (f": {too_large}" if too_large else ""),
+                    hint=f"check that {folder} is the model you meant; nothing was read from it")
 
 
 def _require_tensorflow() -> None:

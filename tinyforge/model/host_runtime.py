@@ -116,7 +116,8 @@ def run_batch(model: bytes, batch: list[list[np.ndarray]], output_count: int,
     if not result.ok:
         raise HostRuntimeError(
             f"the host TFLM runtime failed running {model_name}: {result.describe_failure()}",
-            details=tflm_diagnostics(result.output))
+            details=tflm_diagnostics(result.output),
+            hint="`tinyforge inspect MODEL` shows whether the host TFLM runtime can run it")
     return result.value
 
 

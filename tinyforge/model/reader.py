@@ -16,8 +16,15 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import ModelFileError, ToolMissingError
+from ..userfiles import GiB, read_bytes
 
 TFLITE_IDENTIFIER = b"TFL3"
+# A .tflite is read whole. One larger than the board's flash cannot fit, but up to this many
+# times the flash it is still read, so `inspect` and `build` can say by how much it is over;
+# anything larger is refused before it is read (a 2 GB file, /dev/zero).
+FLASH_MULTIPLE_READ = 4
+# Without a board (the model of a built project): a flatbuffer cannot be larger anyway.
+MAX_MODEL_BYTES = 2 * GiB
 _SCHEMA_RELATIVE = ("tensorflow", "lite", "micro", "python", "schema_py_generated.py")
 # Exceptions the flatbuffers accessors raise when offsets point outside the data.
 _PARSE_ERRORS = (IndexError, struct.error, ValueError, TypeError, AttributeError,
@@ -159,19 +166,24 @@ class ModelInfo:
         }
 
 
-def read_model_file(path: Path) -> tuple[bytes, ModelInfo]:
-    """Read and parse a .tflite file; every problem is a `ModelFileError` naming the file."""
+def read_model_file(path: Path, *, flash_bytes: int | None = None) -> tuple[bytes, ModelInfo]:
+    """Read and parse a .tflite file; every problem is a `ModelFileError` naming the file.
+
+    Only a regular file is read, and with the board's `flash_bytes` only one of at most
+    `FLASH_MULTIPLE_READ` times that size (else `MAX_MODEL_BYTES`).
+    """
     path = Path(path)
     if path.is_dir():
         raise ModelFileError(f"{path} is a directory, not a .tflite file",
                              hint="for a SavedModel directory use `tinyforge build --model DIR`")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(f"model file {path} does not exist",
-                             hint="check the path given to --model") from None
-    except OSError as exc:
-        raise ModelFileError(f"cannot read model file {path}: {exc.strerror}") from None
+    if flash_bytes is None:
+        limit, too_large = MAX_MODEL_BYTES, "no TensorFlow Lite flatbuffer is that large"
+    else:
+        limit = FLASH_MULTIPLE_READ * flash_bytes
+        too_large = (f"{FLASH_MULTIPLE_READ} times the board's {flash_bytes:,} B of flash; "
+                     "a larger model cannot fit")
+    data = read_bytes(path, what="model file", limit=limit, error=ModelFileError,
+                      hint="check the path given to --model", too_large=too_large)
     return data, inspect_bytes(data, path.name)
 
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from ..board import profiles
 from ..board.profiles import Board
-from ..errors import InputError
+from ..errors import InputError, ProjectError
 from . import writer
 
 log = logging.getLogger(__name__)
+# A board id or PlatformIO environment name, as a manifest records them.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 # Where `build` writes a project without --project-dir (build/BOARD), and so where the
 # other commands look for the last build.
@@ -81,6 +84,7 @@ def find(project_dir: Path | None = None, board_id: str | None = None) -> LastBu
 
 
 def _last_build(project_dir: Path, manifest: dict, board_id: str | None) -> LastBuild:
+    _check_manifest(project_dir, manifest)
     built_for = manifest.get("board")
     if board_id is not None and built_for != board_id:
         raise InputError(f"{project_dir} was built for '{built_for}', not '{board_id}'",
@@ -121,3 +125,25 @@ def load_validation(build: LastBuild) -> tuple[dict | None, str | None]:
         return None, ("the last validate run was for another model than this build's; run "
                       "`tinyforge validate` again")
     return document["report"], None
+
+def _check_manifest(project_dir: Path, manifest: dict) -> None:
+    """The manifest is a file in the user's folder: the names it gives must stay in the project
+    (the model `validate` reads, the environment whose ELF `flash` runs)."""
+    path = project_dir / writer.MANIFEST_PATH
+
+    def invalid(what: str) -> ProjectError:
+        return ProjectError(f"the project manifest {path} {what}",
+                            hint="build the project again with `tinyforge build` (with "
+                                 "--overwrite if you edited files in it)")
+
+    for key, required in (("board", True), ("environment", False)):
+        value = manifest.get(key)
+        if (value is not None or required) and not (isinstance(value, str)
+                                                    and _NAME.match(value)):
+            raise invalid(f"has no valid {key} (found {value!r})")
+    model = manifest.get("model", {})
+    relative = model.get("path") if isinstance(model, dict) else None
+    if not isinstance(model, dict) or relative is not None and not (
+            isinstance(relative, str)
+            and (project_dir / relative).resolve().is_relative_to(project_dir.resolve())):
+        raise invalid(f"names a model outside the project ({relative!r})")

@@ -9,10 +9,9 @@ The constants below are its contract; they are rendered into `src/selftest_confi
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, storage
 from ..board.profiles import Board
 from ..device import protocol
 from . import templates, writer
@@ -36,9 +35,11 @@ def reference_model(data: bytes) -> list[int]:
 
 
 def default_project_dir(board_id: str) -> Path:
-    """Where the self-test project lives: a per-user cache, one folder per board."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "tinyforge" / "selftest" / board_id
+    """Where the self-test project lives: a per-user cache, one folder per board (checked
+    writable, so a read-only HOME is reported as such)."""
+    return storage.require_writable(storage.cache_root() / "selftest" / board_id,
+                                    what="the self-test project folder",
+                                    variable=storage.CACHE_ENV, option="--project-dir")
 
 
 def project_files(board: Board) -> dict[str, bytes]:

@@ -13,7 +13,8 @@ import json
 import jinja2
 
 from .. import resources
-from ..board.profiles import Board
+from ..board.profiles import Board, runtime_layers
+from ..errors import BoardProfileError
 
 _COMMON_SOURCES = "common"
 _RUNTIME_LAYERS = "runtime"
@@ -37,8 +38,25 @@ def render_tree(template_subdir: str, context: dict, board: Board) -> dict[str, 
         else:
             files[relative] = template_path.read_bytes()
     files.update(_static_sources(_COMMON_SOURCES))
-    files.update(_static_sources(f"{_RUNTIME_LAYERS}/{board.runtime['layer']}"))
+    files.update(_static_sources(_runtime_layer(board)))
     return files
+
+
+def _runtime_layer(board: Board) -> str:
+    """The board's runtime layer folder, which must be one of firmware_templates/runtime/.
+
+    Profiles are validated on load; this check also holds for a `Board` made in code, since
+    the folder's files are copied into the project ('../../..' would copy anything).
+    """
+    layer = board.runtime["layer"]
+    root = (resources.templates_dir() / _RUNTIME_LAYERS).resolve()
+    folder = (root / layer).resolve()
+    if layer not in runtime_layers() or folder.parent != root:
+        raise BoardProfileError(
+            f"board '{board.id}': runtime.layer '{layer}' is not one of tinyforge's runtime "
+            f"layers ({', '.join(runtime_layers())})",
+            hint="see docs/boards.md: a runtime layer is a folder of firmware_templates/runtime/")
+    return f"{_RUNTIME_LAYERS}/{layer}"
 
 
 def platform_spec(board: Board) -> str:

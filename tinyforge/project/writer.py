@@ -28,10 +28,15 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ProjectError
+from ..userfiles import MiB, read_bytes, read_text
 
 log = logging.getLogger(__name__)
 
 MANIFEST_PATH = ".tinyforge/manifest.json"
+# A manifest lists a few dozen files; generated files are at most a model's C array (~6 B per
+# model byte, for models up to a few MB).
+MAX_MANIFEST_BYTES = 16 * MiB
+MAX_PROJECT_FILE_BYTES = 256 * MiB
 
 
 @dataclass
@@ -60,14 +65,27 @@ def sha256(data: bytes) -> str:
 
 def read_manifest(root: Path) -> dict | None:
     path = root / MANIFEST_PATH
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    hint = ("delete it to let tinyforge regenerate the project (files you edited will then be "
+            "reported as conflicts)")
+    text = read_text(path, what="project manifest", limit=MAX_MANIFEST_BYTES,
+                     error=ProjectError, hint=hint, missing_ok=True)
+    if text is None:
         return None
-    except (OSError, ValueError) as exc:
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
         raise ProjectError(f"the project manifest {path} is unreadable: {exc}",
-                           hint="delete it to let tinyforge regenerate the project "
-                                "(files you edited will then be reported as conflicts)") from None
+                           hint=hint) from None
+    if not isinstance(manifest, dict):
+        raise ProjectError(f"the project manifest {path} is not a JSON object", hint=hint)
+    return manifest
+
+
+def _read_generated(path: Path) -> bytes | None:
+    """A file tinyforge generated before, as it is on disk now (None when absent)."""
+    return read_bytes(path, what="project file", limit=MAX_PROJECT_FILE_BYTES,
+                      error=ProjectError, missing_ok=True,
+                      hint="move it out of the project directory; tinyforge writes a file there")
 
 
 def manifest_bytes(manifest: dict) -> bytes:
@@ -77,18 +95,19 @@ def manifest_bytes(manifest: dict) -> bytes:
 def plan(root: Path, files: dict[str, bytes], *, overwrite: bool = False) -> RenderPlan:
     """Decide what to do with each file without writing anything."""
     previous = read_manifest(root) or {}
-    previous_files: dict[str, str] = previous.get("files", {})
+    previous_files = previous.get("files")
+    if not isinstance(previous_files, dict):
+        previous_files = {}
     result = RenderPlan(root)
     for relative, data in sorted(files.items()):
         path = root / relative
-        try:
-            on_disk = path.read_bytes()
-        except FileNotFoundError:
+        if path.is_dir():
+            raise ProjectError(f"{path} is a directory where tinyforge writes a file",
+                               hint="move it out of the project directory")
+        on_disk = _read_generated(path)
+        if on_disk is None:
             result.actions[relative] = "create"
             continue
-        except IsADirectoryError:
-            raise ProjectError(f"{path} is a directory where tinyforge writes a file",
-                               hint="move it out of the project directory") from None
         if on_disk == data:
             result.actions[relative] = "identical"
         elif previous_files.get(relative) == sha256(on_disk):
@@ -97,9 +116,15 @@ def plan(root: Path, files: dict[str, bytes], *, overwrite: bool = False) -> Ren
             result.actions[relative] = "overwrite" if overwrite else "conflict"
     for relative in sorted(set(previous_files) - set(files)):
         path = root / relative
-        if path.is_file() and sha256(path.read_bytes()) == previous_files[relative]:
+        if not isinstance(relative, str) or not _inside(root, path):
+            continue  # an edited manifest naming a file elsewhere: never delete it
+        if path.is_file() and sha256(_read_generated(path) or b"") == previous_files[relative]:
             result.stale.append(relative)
     return result
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def _conflict(root: Path, paths: list[str]) -> ProjectError:

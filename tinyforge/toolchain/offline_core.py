@@ -26,7 +26,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .. import resources
+from .. import resources, storage
+from ..errors import ToolMissingError
 from .programs import (
     SCONS_PACKAGE_VERSION,
     SCONS_VERSION,
@@ -44,6 +45,7 @@ ENV_CORE_DIR = "TINYFORGE_PIO_CORE_DIR"
 DEFAULT_CORE_DIR = Path("~/.tinyforge/platformio")
 
 _SEED_STAMP = ".tinyforge-seed.json"
+_WHAT = "tinyforge's PlatformIO core dir"
 # The folder of tinyforge's own dev-platform for qemu-m4; projects name it by its
 # platform.json name, which PlatformIO finds through the link _register_platform() writes.
 PLATFORM_NAME = "qemu_m4"
@@ -64,7 +66,10 @@ class SetupReport:
 
 def core_dir(explicit: str | os.PathLike | None = None) -> Path:
     """The core directory to use: `explicit`, else $TINYFORGE_PIO_CORE_DIR, else the default."""
-    chosen = explicit or os.environ.get(ENV_CORE_DIR) or DEFAULT_CORE_DIR
+    chosen = explicit or os.environ.get(ENV_CORE_DIR)
+    if not chosen:
+        return storage.home_path(DEFAULT_CORE_DIR.relative_to("~"), what=_WHAT,
+                                 variable=ENV_CORE_DIR).resolve()
     return Path(chosen).expanduser().resolve()
 
 
@@ -77,22 +82,41 @@ def setup(core: str | os.PathLike | None = None, *, require_qemu: bool = True) -
     place, so an interrupted setup never leaves a half-written package PlatformIO would use.
     """
     target = core_dir(core)
+    # An unwritable folder is reported first, whatever else is missing; nothing is created
+    # before the tools are found.
+    storage.check_writable(target, what=_WHAT, variable=ENV_CORE_DIR, option="--core-dir")
     toolchain = find_toolchain()
     if require_qemu:
         find_qemu()
     scons = find_scons()
     packages = target / "packages"
-    packages.mkdir(parents=True, exist_ok=True)
-    actions = [
-        _install(packages / "tool-scons", "tool-scons", _scons_seed(scons)),
-        _install(packages / "toolchain-gccarmnoneeabi", "toolchain-gccarmnoneeabi",
-                 _toolchain_seed(toolchain)),
-        _register_platform(target / "platforms", PLATFORM_NAME),
-    ]
+    for folder in (target, packages, target / "platforms"):
+        storage.require_writable(folder, what=_WHAT, variable=ENV_CORE_DIR, option="--core-dir")
+    try:
+        actions = [
+            _install(packages / "tool-scons", "tool-scons", _scons_seed(scons)),
+            _install(packages / "toolchain-gccarmnoneeabi", "toolchain-gccarmnoneeabi",
+                     _toolchain_seed(toolchain)),
+            _register_platform(target / "platforms", PLATFORM_NAME),
+        ]
+    except OSError as exc:
+        raise _setup_failure(exc, target) from None
     for action, name, path in actions:
         # `build` calls this on every emulated build; `tinyforge setup` prints the actions.
         log.debug("%-9s %s (%s)", action, name, path)
     return SetupReport(core_dir=target, actions=actions)
+
+
+def _setup_failure(exc: OSError, target: Path) -> Exception:
+    """A write into the core dir that failed (disk full, permissions), or a source unreadable."""
+    filename = str(getattr(exc, "filename", "") or "")
+    reason = exc.strerror or str(exc)
+    if not filename or filename.startswith(str(target)):
+        return storage.unwritable(Path(filename or target), reason, what=_WHAT,
+                                  variable=ENV_CORE_DIR, option="--core-dir")
+    return ToolMissingError(f"cannot copy {filename} into {target}: {reason}",
+                            hint="reinstall tinyforge's environment (`make setup`), then run "
+                                 "`tinyforge setup` again")
 
 
 @dataclasses.dataclass(frozen=True)

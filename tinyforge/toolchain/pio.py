@@ -13,13 +13,12 @@ import logging
 import os
 import re
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import proc, resources
+from .. import proc, resources, storage
 from ..board.profiles import Board
 from ..board.tflm_source import missing_tflm_hint
 from ..errors import (
@@ -28,6 +27,7 @@ from ..errors import (
     PackageUnavailableError,
     PlatformIOError,
     TFLMSourceError,
+    TinyforgeError,
     ToolMissingError,
 )
 from . import offline_core
@@ -81,7 +81,7 @@ def pio_argv(*args: str) -> list[str]:
     if importlib.util.find_spec("platformio") is None:
         raise ToolMissingError("PlatformIO is not installed in tinyforge's environment",
                                hint="run `make setup` (or `pip install platformio==6.2.0`)")
-    return [sys.executable, "-m", "platformio", *args]
+    return proc.python_module("platformio", *args)
 
 
 def environment(core_dir: Path | None) -> dict[str, str]:
@@ -90,6 +90,9 @@ def environment(core_dir: Path | None) -> dict[str, str]:
     core = core_dir or _user_core_dir().expanduser()
     env = {k: v for k, v in os.environ.items() if k not in _CORE_LOCATION_VARS}
     env.update(_shared_cache_environment(env))
+    env.pop("PYTHONPATH", None)
+    if (path := proc.pythonpath()):
+        env["PYTHONPATH"] = path
     env.update({
         "PLATFORMIO_CORE_DIR": str(Path(core)),
         # The upgrade check runs at the END of a successful command and stalls ~60 s offline.
@@ -109,8 +112,10 @@ def build_cache_dir() -> Path | None:
     value = os.environ.get(ENV_BUILD_CACHE_DIR)
     if value is not None:
         return Path(value).expanduser().resolve() if value else None
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "tinyforge" / "build-cache"
+    try:
+        return storage.cache_root() / "build-cache"
+    except TinyforgeError:  # no home folder: build without sharing
+        return None
 
 
 def _shared_cache_environment(inherited: dict[str, str]) -> dict[str, str]:
@@ -131,8 +136,27 @@ def _shared_cache_environment(inherited: dict[str, str]) -> dict[str, str]:
     return {ENV_BUILD_CACHE_DIR: str(folder), _EXTRA_SCRIPTS_VAR: "\n".join(entries)}
 
 
+def require_core_dir(core_dir: Path | None) -> Path:
+    """The core dir PlatformIO will run with, checked writable (PlatformIO creates it).
+
+    PlatformIO writes its state there on every command; an unwritable one (a read-only HOME)
+    would otherwise fail inside PlatformIO, looking like an invalid platformio.ini.
+    """
+    if core_dir is not None:
+        return storage.check_writable(core_dir, what="tinyforge's PlatformIO core dir",
+                                      variable=offline_core.ENV_CORE_DIR)
+    if os.environ.get("PLATFORMIO_CORE_DIR"):
+        core = Path(os.environ["PLATFORMIO_CORE_DIR"])
+    else:
+        core = storage.home_path(".platformio", what="PlatformIO's core dir",
+                                 variable="PLATFORMIO_CORE_DIR")
+    return storage.check_writable(core, what="PlatformIO's core dir",
+                                  variable="PLATFORMIO_CORE_DIR")
+
+
 def validate_project(project_dir: Path, core_dir: Path | None) -> None:
     """`pio project config`: PlatformIO's own check of the rendered platformio.ini."""
+    require_core_dir(core_dir)
     proc.run(pio_argv("project", "config", "-d", str(project_dir)), timeout=CONFIG_TIMEOUT_S,
              env=environment(core_dir), what="PlatformIO project check",
              failure_hint="the generated platformio.ini is invalid; please report this")
@@ -198,6 +222,7 @@ def build(project_dir: Path, board: Board, core_dir: Path | None, *,
           on_line: Callable[[str], None] | None = None,
           timeout: float = BUILD_TIMEOUT_S) -> BuildReport:
     """`pio run` in the project; returns PlatformIO's RAM/Flash figures."""
+    require_core_dir(core_dir)
     started = time.monotonic()
     report = BuildReport(seconds=0.0)
     watcher = _OutputWatcher(report, on_line)
