@@ -125,7 +125,8 @@ def read_wav(path: Path) -> AudioRecording:
         raise RecordingError(f"{path} is not a PCM WAV file tinyforge can read ({exc})",
                              hint=f"give a 16 kHz mono 16-bit PCM WAV; {_SOX_HINT}") from None
     except OSError as exc:
-        raise RecordingError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise RecordingError(f"cannot read {path}: {exc.strerror or exc}",
+                             hint="check the file exists and is readable by you") from None
     if len(data) != frames * 2:
         raise RecordingError(f"{path} is truncated: {len(data) // 2} of {frames} samples",
                              hint="record or export the file again")
@@ -145,7 +146,8 @@ def read_imu_csv(path: Path, pipeline) -> ImuRecording:
     except UnicodeDecodeError:
         raise RecordingError(f"{path} is not UTF-8 text", hint=_CSV_HINT) from None
     except OSError as exc:
-        raise RecordingError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise RecordingError(f"cannot read {path}: {exc.strerror or exc}",
+                             hint="check the file exists and is readable by you") from None
     lines = iter(text.splitlines())
     header = next(lines, "")
     names = [n.strip().lower() for n in next(csv.reader([header]), [])]
@@ -256,7 +258,8 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
             with path.open("rb") as handle:
                 return {"x": _bounded_array(handle, size, path)}
         except OSError as exc:
-            raise RecordingError(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise RecordingError(f"cannot read {path}: {exc.strerror or exc}",
+                             hint="check the file exists and is readable by you") from None
     try:
         with zipfile.ZipFile(path) as archive:
             arrays = {}
@@ -273,7 +276,8 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise RecordingError(f"{path} is not a valid .npz file ({exc})",
                              hint="save it with np.savez") from None
     except OSError as exc:
-        raise RecordingError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise RecordingError(f"cannot read {path}: {exc.strerror or exc}",
+                             hint="check the file exists and is readable by you") from None
 
 
 def _bounded_array(handle, available: int, path: Path) -> np.ndarray:
@@ -434,7 +438,8 @@ def _file_size(path: Path) -> int:
         raise RecordingError(f"recording {path} does not exist",
                              hint="check the path") from None
     except OSError as exc:
-        raise RecordingError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise RecordingError(f"cannot read {path}: {exc.strerror or exc}",
+                             hint="check the file exists and is readable by you") from None
 
 
 def as_recording(source: Any, pipeline, *, rate_hz: float | None = None):

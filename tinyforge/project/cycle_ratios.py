@@ -55,9 +55,11 @@ def record(board: str, model_sha256: str, instructions: int, cycles: int, *, sou
     """Keep a board's measured cycle count for a model (replaces an earlier one)."""
     if instructions <= 0 or cycles <= 0:
         raise InputError(f"a measured ratio needs positive counts (instructions {instructions}, "
-                         f"cycles {cycles})")
+                         f"cycles {cycles})",
+                         hint="measure the model on the board again; both counts come from it")
     if not _SHA256.match(model_sha256):
-        raise InputError(f"'{model_sha256}' is not a model sha256 (64 lower-case hex digits)")
+        raise InputError(f"'{model_sha256}' is not a model sha256 (64 lower-case hex digits)",
+                         hint="give the sha256 `tinyforge inspect MODEL` prints")
     path = path or default_path()
     ratios = _read(path)
     ratio = MeasuredRatio(board, model_sha256, int(instructions), int(cycles), source)
@@ -86,7 +88,8 @@ def _key(board: str, model_sha256: str) -> str:
 def _read(path: Path) -> dict[str, dict]:
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise InputError(f"{path} is too large to be a file of measured ratios")
+            raise InputError(f"{path} is too large to be a file of measured ratios",
+                             hint="delete it; the ratios are measured again on the board")
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}

@@ -170,14 +170,16 @@ def read_map(path: Path) -> MapFile:
     try:
         size = path.stat().st_size
         if size > MAX_MAP_BYTES:
-            raise InputError(f"{path} is {size:,} bytes: too large for a linker map file")
+            raise InputError(f"{path} is {size:,} bytes: too large for a linker map file",
+                             hint="give the .map file the linker wrote with -Wl,-Map")
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         raise InputError(f"linker map file {path} does not exist",
                          hint="build the firmware with this tinyforge: its platform writes "
                               "firmware.map next to firmware.elf") from None
     except OSError as exc:
-        raise InputError(f"cannot read linker map file {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read linker map file {path}: {exc.strerror}",
+                         hint="check the file is readable by you, or build again") from None
     parsed = parse_map(text)
     if not parsed.sections:
         raise InputError(f"{path} is not a GNU ld map file (no 'Linker script and memory map')",
