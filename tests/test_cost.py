@@ -170,7 +170,7 @@ def test_a_power_table_with_a_wrong_value_or_field_is_refused(tmp_path):
     path.write_text(path.read_text().replace("sleep_mw = 1\n", ""))
     with pytest.raises(BoardProfileError) as caught:
         profiles.load_profile(path)
-    assert "power.run_dcdc_ma must be positive" in caught.value.details
+    assert "power.run_dcdc_ma is -1; it must be a positive number" in caught.value.details
     path.write_text(path.read_text().replace("sleep_ua = 3.16\n", "").replace("-1", "3.3"))
     with pytest.raises(BoardProfileError) as caught:
         profiles.load_profile(path)
