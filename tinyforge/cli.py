@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 
@@ -54,35 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    """Parse `argv` and run one command; its exit status. Ctrl-C propagates (run_module)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 0
     args.verbose = args.verbose or args.global_verbose
     args.quiet = args.quiet or args.global_quiet
-    # A `kill` (SIGTERM) unwinds like Ctrl-C does, so QEMU and open ports are released.
-    signal.signal(signal.SIGTERM, _terminate)
     _configure_logging(args)
     try:
         return args.run(args)
     except TinyforgeError as error:
         _report(error, verbose=args.verbose)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("tinyforge: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `tinyforge ... --json | head` closed the pipe; not our failure.
         sys.stderr.close()
         return 0
-
-
-def _terminate(signum, frame) -> None:
-    raise SystemExit(EXIT_TERMINATED)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -107,8 +97,82 @@ def _report(error: TinyforgeError, *, verbose: bool) -> None:
 
 
 def run_module() -> None:
+    """The `tinyforge` command. Ctrl-C at any point exits 130 (SIGTERM 143) without a
+    traceback, once every child process is stopped and reaped."""
+    signals = _SIGNALS
+    code = EXIT_INTERRUPTED
     try:
+        signals.install()
         code = main()
-    except KeyboardInterrupt:  # Ctrl-C while Python was still importing tinyforge
+    except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except SystemExit as exit_request:  # argparse (--help, usage errors) or SIGTERM
+        code = exit_request.code
+    finally:
+        signals.hold()  # from here on a signal only sets the exit status
+        children = _proc()
+        if children is not None:
+            children.stop_all()
+    if signals.received:
+        code = EXIT_TERMINATED if signal.SIGTERM in signals.received else EXIT_INTERRUPTED
+        _say("tinyforge: interrupted" if code == EXIT_INTERRUPTED else "tinyforge: terminated")
     sys.exit(code)
+
+
+def _proc():
+    """tinyforge.proc if anything imported it (no child was started otherwise)."""
+    return sys.modules.get(f"{__package__}.proc")
+
+
+def _say(text: str) -> None:
+    try:
+        print(text, file=sys.stderr)
+    except (OSError, ValueError):  # stderr closed (a broken pipe) or gone
+        pass
+
+
+class _Signals:
+    """Ctrl-C and SIGTERM for the command line.
+
+    The first one unwinds the command (KeyboardInterrupt, or SystemExit(143) for SIGTERM),
+    so every `finally` stops its child processes and closes its ports. A second one while
+    that cleanup runs is only noted: cleanup is bounded (a child gets 3 s after SIGTERM,
+    then SIGKILL). A third one stops every child with SIGKILL and exits at once.
+    """
+
+    HARD_STOP_AFTER = 3
+
+    def __init__(self):
+        self.received: list[int] = []
+        self.holding = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def _handle(self, signum, frame) -> None:
+        self.received.append(signum)
+        if len(self.received) >= self.HARD_STOP_AFTER:
+            children = _proc()
+            for pid in children.live_children() if children is not None else ():
+                _kill_group(pid)
+            os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
+        if self.holding or len(self.received) > 1:
+            return
+        if signum == signal.SIGTERM:
+            raise SystemExit(EXIT_TERMINATED)
+        raise KeyboardInterrupt
+
+
+_SIGNALS = _Signals()
+
+
+def _kill_group(pid: int) -> None:
+    for kill in (os.killpg, os.kill):  # a process group from proc.py, or a forked child
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass

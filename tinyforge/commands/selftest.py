@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+from ._device import positive_int
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,7 @@ def register(subparsers, parents) -> None:
     parser.add_argument("--project-dir", metavar="DIR",
                         help="where to render the self-test project (default: "
                              "~/.cache/tinyforge/selftest/BOARD)")
-    parser.add_argument("--frames", type=int, metavar="N",
+    parser.add_argument("--frames", type=positive_int, metavar="N",
                         help="ECHO frames to send (default: 300)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random frames and inputs (default: 0)")

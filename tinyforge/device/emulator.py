@@ -131,6 +131,10 @@ class QemuLink:
             self._serial.timeout = value
 
     @property
+    def name(self) -> str:
+        return f"QEMU's UART (127.0.0.1:{self.port})"
+
+    @property
     def in_waiting(self) -> int:
         return self._call(lambda s: s.in_waiting)
 
@@ -267,23 +271,25 @@ class QemuLink:
                 if time.monotonic() > deadline:
                     raise DeviceError(f"could not connect to QEMU's UART at {url} within "
                                       f"{CONNECT_TIMEOUT_S:g} s",
-                                      details="\n".join(self._qemu_output) or None) from None
+                                      details="\n".join(self._qemu_output) or None,
+                                      hint=_HANG_HINT) from None
                 time.sleep(CONNECT_POLL_S)
 
     def _call(self, operation):
         if self._serial is None:
-            raise DeviceError("the emulator link is closed", details=self._details())
+            raise DeviceError("the emulator link is closed", details=self._details(),
+                              hint=_CRASH_HINT)
         try:
             return operation(self._serial)
         except serial.SerialTimeoutException:
             raise DeviceError(f"writing to the firmware timed out after {WRITE_TIMEOUT_S:g} s "
                               "(it stopped reading its UART)", details=self._details(),
                               hint=_HANG_HINT) from None
-        except serial.SerialException as exc:
+        except (serial.SerialException, OSError) as exc:
             # The socket closes when QEMU exits: report why it exited.
             status = self._exit_status()
             raise DeviceError(self._stopped_message(status), details=self._details(),
-                              hint=self._fault_hint() if status else None) from exc
+                              hint=self._fault_hint() if status else _CRASH_HINT) from exc
 
     def _observe(self, data: bytes) -> None:
         if not data:

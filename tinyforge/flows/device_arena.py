@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..board import profiles
 from ..device import emulator, protocol
-from ..device.conversation import Conversation
+from ..device.conversation import Conversation, wait_for_boot
 from ..errors import DeviceError, DeviceMeasurementUnavailable, DoesNotFitError, TinyforgeError
 from ..model.arena import ALIGNMENT, ArenaMeasurement, ArenaPlan, plan_from_device, smallest_fitting
 from ..model.checks import PreparedModel
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 
 MEASURE_BOARD = "qemu-m4"
-BOOT_TIMEOUT_S = 15.0
 PROBE_TIMEOUT_S = 10.0
 # RAM the measurement firmware keeps for itself besides the arena and the line buffer
 # (interpreter, resolver, protocol state), on top of the board profile's framework figure.
@@ -173,8 +172,7 @@ class _ProbeSearch:
     def _start(self) -> None:
         self.link = emulator.launch(self.elf)
         self.conversation = Conversation(self.link)
-        boot = self.conversation.wait_for(lambda e: isinstance(e, protocol.Boot),
-                                          timeout=BOOT_TIMEOUT_S, what="BOOT message")
+        boot = wait_for_boot(self.conversation, ask=False)
         if not boot.ok:
             raise DoesNotFitError(
                 f"the model does not start on the emulated Cortex-M4 even with a "

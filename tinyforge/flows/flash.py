@@ -72,12 +72,13 @@ def upload(build: LastBuild, port: str | None = None, *, ask=None) -> FlashResul
 
 
 def run_in_emulator(build: LastBuild):
-    """Start the firmware in QEMU and check it boots; returns (result, source with the link).
+    """Start the firmware in QEMU and check it boots; returns (result, source, conversation).
 
-    The caller owns the running QEMU (close it through the source, or monitor it first).
+    The caller owns the running QEMU (close it through the source). The conversation still
+    holds the BOOT and everything after it, a partial line included: hand it to
+    `monitor.run` to show them.
     """
-    from ..device import protocol
-    from ..device.conversation import Conversation
+    from ..device.conversation import Conversation, require_started, wait_for_boot
     from ..device.sources import QemuSource
 
     check_built(build)
@@ -86,12 +87,8 @@ def run_in_emulator(build: LastBuild):
     link = source.open()
     try:
         conversation = Conversation(link)
-        boot = conversation.wait_for(lambda e: isinstance(e, protocol.Boot), timeout=15.0,
-                                     what="BOOT message")
-        if not boot.ok:
-            raise DeviceError("the firmware runs in QEMU but its model did not start",
-                              details=conversation.describe_tail(),
-                              hint="`tinyforge monitor` shows the firmware's ERR message")
+        boot = wait_for_boot(conversation, ask=False, keep=True)
+        require_started(boot, conversation)
         if build.model_sha256 and boot.model_sha256 != build.model_sha256:
             raise DeviceError("QEMU runs firmware with another model than the last build",
                               hint="rebuild: `tinyforge build --board qemu-m4`")
@@ -100,4 +97,5 @@ def run_in_emulator(build: LastBuild):
         raise
     log.info("QEMU runs %s: %s ready, arena %d B (used %d)", build.elf.name, boot.board,
              boot.arena_bytes, boot.arena_used_bytes)
-    return FlashResult(build.board.id, str(build.elf), None, time.monotonic() - started), source
+    result = FlashResult(build.board.id, str(build.elf), None, time.monotonic() - started)
+    return result, source, conversation
