@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
-import signal
 import sys
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TinyforgeError
+from .errors import EXIT_INTERRUPTED, TinyforgeError
+from .interrupts import INTERRUPTS, settle
 
 # Order is the order of `tinyforge --help`.
 COMMANDS = ("build", "inspect", "boards", "doctor", "setup", "flash", "monitor", "validate",
@@ -98,30 +97,25 @@ def _report(error: TinyforgeError, *, verbose: bool) -> None:
 
 def run_module() -> None:
     """The `tinyforge` command. Ctrl-C at any point exits 130 (SIGTERM 143) without a
-    traceback, once every child process is stopped and reaped."""
-    signals = _SIGNALS
+    traceback, once every child process is stopped and reaped (tinyforge.interrupts)."""
     code = EXIT_INTERRUPTED
     try:
-        signals.install()
+        INTERRUPTS.install()
         code = main()
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except SystemExit as exit_request:  # argparse (--help, usage errors) or SIGTERM
         code = exit_request.code
     finally:
-        signals.hold()  # from here on a signal only sets the exit status
-        children = _proc()
+        INTERRUPTS.hold()
+        children = sys.modules.get(f"{__package__}.proc")  # no child started without it
         if children is not None:
             children.stop_all()
-    if signals.received:
-        code = EXIT_TERMINATED if signal.SIGTERM in signals.received else EXIT_INTERRUPTED
+    if INTERRUPTS.exit_code is not None:
+        code = INTERRUPTS.exit_code
+        settle()
         _say("tinyforge: interrupted" if code == EXIT_INTERRUPTED else "tinyforge: terminated")
     sys.exit(code)
-
-
-def _proc():
-    """tinyforge.proc if anything imported it (no child was started otherwise)."""
-    return sys.modules.get(f"{__package__}.proc")
 
 
 def _say(text: str) -> None:
@@ -129,50 +123,3 @@ def _say(text: str) -> None:
         print(text, file=sys.stderr)
     except (OSError, ValueError):  # stderr closed (a broken pipe) or gone
         pass
-
-
-class _Signals:
-    """Ctrl-C and SIGTERM for the command line.
-
-    The first one unwinds the command (KeyboardInterrupt, or SystemExit(143) for SIGTERM),
-    so every `finally` stops its child processes and closes its ports. A second one while
-    that cleanup runs is only noted: cleanup is bounded (a child gets 3 s after SIGTERM,
-    then SIGKILL). A third one stops every child with SIGKILL and exits at once.
-    """
-
-    HARD_STOP_AFTER = 3
-
-    def __init__(self):
-        self.received: list[int] = []
-        self.holding = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def hold(self) -> None:
-        self.holding = True
-
-    def _handle(self, signum, frame) -> None:
-        self.received.append(signum)
-        if len(self.received) >= self.HARD_STOP_AFTER:
-            children = _proc()
-            for pid in children.live_children() if children is not None else ():
-                _kill_group(pid)
-            os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
-        if self.holding or len(self.received) > 1:
-            return
-        if signum == signal.SIGTERM:
-            raise SystemExit(EXIT_TERMINATED)
-        raise KeyboardInterrupt
-
-
-_SIGNALS = _Signals()
-
-
-def _kill_group(pid: int) -> None:
-    for kill in (os.killpg, os.kill):  # a process group from proc.py, or a forked child
-        try:
-            kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
