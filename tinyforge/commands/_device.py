@@ -63,8 +63,8 @@ def tolerance(text: str) -> float:
 def add_target_options(parser) -> None:
     parser.add_argument("--board", help="board id (default: the board of the last build)")
     parser.add_argument("--project-dir", type=Path,
-                        help="the project `tinyforge build` wrote (default: the newest under "
-                             "./build/)")
+                        help="the project `tinyforge build` wrote (default: the last build "
+                             "recorded in ./build/last-build.json)")
     parser.add_argument("--port", help="serial port (default: found by the board's USB id)")
 
 

@@ -149,7 +149,8 @@ class _ProbeSearch:
         minimum = smallest_fitting(self.fits, start=self.reported, ceiling=self.ceiling)
         if minimum is None:
             raise DeviceError("the measurement firmware ran at boot but no probe fits within "
-                              f"{self.ceiling} B")
+                              f"{self.ceiling} B",
+                              hint="measure on the host instead: `--arena host`")
         return minimum
 
     def fits(self, size: int) -> bool:
@@ -166,7 +167,8 @@ class _ProbeSearch:
             self._start()
             return False
         if isinstance(answer, protocol.DeviceErrorMessage):
-            raise DeviceError(f"the measurement firmware refused PROBE: {answer.msg}")
+            raise DeviceError(f"the measurement firmware refused PROBE: {answer.msg}",
+                              hint="measure on the host instead: `--arena host`")
         return answer.fields.get("status") == "ok"
 
     def _start(self) -> None:

@@ -21,7 +21,9 @@ from ..toolchain import pio
 
 log = logging.getLogger(__name__)
 
-UPLOAD_TIMEOUT_S = 300.0
+# bossac writes the Nano 33 BLE's 1 MB flash in well under a minute; longer means it hangs
+# (the board is not in its bootloader, or the port went away).
+UPLOAD_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -48,7 +50,8 @@ def upload(build: LastBuild, port: str | None = None, *, ask=None) -> FlashResul
     board = build.board
     started = time.monotonic()
     device = ports.choose_port(board, port, ask=ask)
-    log.info("uploading %s to %s on %s...", build.elf.name, board.name, device)
+    log.info("uploading %s to %s on %s (at most %g s; --verbose shows PlatformIO's output)...",
+             build.elf.name, board.name, device, UPLOAD_TIMEOUT_S)
     core = pio.core_dir_for(board)
     try:
         proc.run(pio.pio_argv("run", "-d", str(build.project_dir), "-e", build.environment,

@@ -268,7 +268,9 @@ def _read_time(talk: _Conversation) -> tuple[float, int, float]:
     received = time.monotonic()
     if not (isinstance(answer, protocol.OtherMessage) and answer.type == "TIME"
             and answer.fields.get("us", "").isdigit()):
-        raise DeviceError(f"TIME answered with {_short(answer)}")
+        raise DeviceError(f"TIME answered with {_short(answer)}",
+                          hint="the firmware is not the self-test's: run `tinyforge selftest` "
+                               "again, it rebuilds and uploads it")
     return sent, int(answer.fields["us"]), received
 
 

@@ -128,7 +128,8 @@ def samples_from_file(path: Path, spec: protocol.TensorSpec) -> list[np.ndarray]
             return list(array.astype(np.float32))
         if not spec.scale:
             raise CalibrationError(f"{path}: the model input is {spec.dtype} without a scale; "
-                                   f"give {spec.dtype} values")
+                                   f"give {spec.dtype} values",
+                                   hint=f"save the inputs as {spec.dtype} (numpy.save)")
         info = np.iinfo(dtype)
         quantized = np.round(array / spec.scale) + spec.zero_point
         return list(np.clip(quantized, info.min, info.max).astype(dtype))

@@ -140,7 +140,9 @@ def run_batch(model: bytes, batch: list[list[np.ndarray]], output_count: int,
     if not result.ok:
         raise HostRuntimeError(
             f"the host TFLM runtime failed running {model_name}: {result.describe_failure()}",
-            details=tflm_diagnostics(result.output))
+            details=tflm_diagnostics(result.output),
+            hint="these inputs make TFLM fail where the build's own run did not: check their "
+                 "shape and range, and the model with `tinyforge inspect MODEL`")
     return result.value
 
 
