@@ -142,9 +142,9 @@ def stop(proc: subprocess.Popen, *, grace: float = TERMINATE_GRACE_S) -> None:
             except subprocess.TimeoutExpired:
                 pass
             finally:
-                if proc.poll() is None:
-                    _signal_group(proc, signal.SIGKILL)
-                    proc.wait()
+                # The child if it is still running, and whatever of its group outlived it.
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
     finally:
         untrack(proc.pid)
 

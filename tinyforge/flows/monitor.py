@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,17 @@ class MonitorOptions:
     # Whether the firmware runs a built-in input on its own (the manifest's demo_input);
     # None when unknown (no build to compare with, or the self-test firmware).
     demo_input: bool | None = None
+
+    def __post_init__(self):
+        # 0, a negative or NaN would mean "no limit" or "stop at once" by accident.
+        for name in ("timeout", "reconnect_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(f"monitor {name} must be a number of seconds above 0, not "
+                                 f"{value!r}", hint="leave --timeout out to wait without a limit")
+        if self.count is not None and self.count < 1:
+            raise InputError(f"monitor count must be at least 1, not {self.count!r}",
+                             hint="leave --count out to show every result")
 
 
 @dataclass
