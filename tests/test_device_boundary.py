@@ -212,10 +212,12 @@ def test_a_send_that_fails_mid_validate_is_exit_2_with_a_hint(nano_project, mark
             threading.Timer(2.0, device.close).start()
         return correct_answer(seq, data)
 
+    before = files_under(tmp_path)
     with FakeDevice(tmp_path) as device, FakeFirmware(device, SELFTEST_BOOT, answer):
         result = cli(marked_env, "validate", "--project-dir", nano_project, "--port",
                      device.port, "--random", "20", cwd=tmp_path)
     refused(result, 2, f"could not write to {device.port}")
+    assert files_under(tmp_path) == before
 
 
 def _wait_until_open(child: subprocess.Popen, path: str, timeout: float = 30) -> None:
@@ -287,10 +289,12 @@ def _long(seq, data):
 ])
 def test_results_with_missing_or_short_outputs_fail_validate(nano_project, marked_env, tmp_path,
                                                              answer, problem):
+    before = files_under(tmp_path)
     with FakeDevice(tmp_path) as device, FakeFirmware(device, SELFTEST_BOOT, answer):
         result = cli(marked_env, "validate", "--project-dir", nano_project, "--port",
                      device.port, "--random", "4", "--json", cwd=tmp_path)
     refused(result, 3, "4 of 4 results have missing or short outputs")
+    assert files_under(tmp_path) == before
     report = json.loads(result.stdout)
     assert report["malformed"] == 4 and report["exact_matches"] == 0
     assert report["passed"] is False
@@ -393,6 +397,14 @@ def test_bad_timeouts_and_counts_are_refused(marked_env, tmp_path, args, phrase)
     result = cli(marked_env, *args, cwd=tmp_path)
     refused(result, 1, phrase)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_csv_log_is_refused_before_the_port_is_opened(marked_env, tmp_path):
+    with FakeDevice(tmp_path) as device:
+        result = cli(marked_env, "monitor", "--board", "nano33ble", "--port", device.port,
+                     "--csv", tmp_path / "no-such-folder" / "log.csv", cwd=tmp_path)
+    refused(result, 1, "cannot write the CSV log", "--csv")
+    assert not (tmp_path / "no-such-folder").exists()
 
 
 # --- the monitor says why it is silent --------------------------------------------------------
