@@ -99,8 +99,14 @@ def _timed_out(what: str, result: IsolatedResult) -> HostRunTimeoutError:
 
 
 def probe(model: bytes, arena_size: int) -> IsolatedResult:
-    """Allocate and invoke once with zero inputs, isolated; the result says if it ran."""
-    return _isolated(_probe_target, model, arena_size)
+    """Allocate and invoke once with zero inputs, isolated; the result says if it ran.
+
+    A probe that times out did not run (`ok` is False, `timed_out` True) rather than raising:
+    an arena search probes only after the model ran within the limit with a generous arena
+    (`reported_arena_total`), so a hang here comes from the arena being too small.
+    """
+    runtime_module()
+    return call_isolated(_probe_target, model, arena_size, timeout=HOST_RUN_TIMEOUT_S)
 
 
 def _probe_target(model: bytes, arena_size: int) -> bool:
