@@ -82,16 +82,60 @@ def build(project: Path, core: Path) -> pio.BuildReport:
 
 def qemu_processes_for(path: Path) -> list[int]:
     """Pids of running qemu-system-arm processes whose command line mentions `path` (/proc)."""
-    pids = []
     needle = str(path).encode()
+    return [process.pid for process in live_processes()
+            if b"qemu-system-arm" in process.cmdline and needle in process.cmdline]
+
+
+class Process:
+    """One entry of /proc, read once."""
+
+    def __init__(self, entry: Path):
+        self.pid = int(entry.name)
+        self.cmdline = (entry / "cmdline").read_bytes()
+        stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        self.state, self.ppid = stat[0], int(stat[1])
+        self.entry = entry
+
+    def environ(self) -> bytes:
+        try:
+            return (self.entry / "environ").read_bytes()
+        except OSError:
+            return b""
+
+    def describe(self) -> str:
+        command = self.cmdline.replace(b"\0", b" ").decode(errors="replace")
+        return f"{self.pid} ({self.state}): {command}"
+
+
+def live_processes() -> list[Process]:
+    """Every process in /proc that is not a zombie."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if b"qemu-system-arm" in cmdline and needle in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+            process = Process(entry)
+        except (OSError, IndexError, ValueError):
+            continue  # it ended while we looked
+        if process.state != "Z":
+            found.append(process)
+    return found
+
+
+def processes_marked(marker: str) -> list[Process]:
+    """Live processes whose environment holds TINYFORGE_TEST_MARK=`marker`: a command run with
+    it and everything it started, forked or spawned, even once reparented to init."""
+    needle = f"TINYFORGE_TEST_MARK={marker}".encode()
+    return [p for p in live_processes() if needle in p.environ().split(b"\0")]
+
+
+def descendants(pid: int) -> list[Process]:
+    """Live processes below `pid` in the process tree."""
+    processes = live_processes()
+    below, frontier = [], {pid}
+    while frontier:
+        children = [p for p in processes if p.ppid in frontier]
+        below += children
+        frontier = {p.pid for p in children}
+    return below

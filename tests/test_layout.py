@@ -18,7 +18,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "tinyforge"
 
 # Modules at the package root that everything may use.
-BASE = {"__init__", "errors", "proc", "resources", "system", "jsonout", "storage", "userfiles"}
+BASE = {"__init__", "errors", "interrupts", "proc", "resources", "system", "jsonout", "storage",
+        "userfiles"}
 
 # Which layers each layer may import (its own layer is always allowed).
 ALLOWED = {

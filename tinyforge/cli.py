@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import signal
 import sys
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TinyforgeError
+from .errors import EXIT_INTERRUPTED, TinyforgeError
+from .interrupts import INTERRUPTS, settle
 
 # Order is the order of `tinyforge --help`.
 COMMANDS = ("build", "inspect", "boards", "doctor", "setup", "flash", "monitor", "validate",
@@ -54,35 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    """Parse `argv` and run one command; its exit status. Ctrl-C propagates (run_module)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 0
     args.verbose = args.verbose or args.global_verbose
     args.quiet = args.quiet or args.global_quiet
-    # A `kill` (SIGTERM) unwinds like Ctrl-C does, so QEMU and open ports are released.
-    signal.signal(signal.SIGTERM, _terminate)
     _configure_logging(args)
     try:
         return args.run(args)
     except TinyforgeError as error:
         _report(error, verbose=args.verbose)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("tinyforge: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `tinyforge ... --json | head` closed the pipe; not our failure.
         sys.stderr.close()
         return 0
-
-
-def _terminate(signum, frame) -> None:
-    raise SystemExit(EXIT_TERMINATED)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -107,8 +96,30 @@ def _report(error: TinyforgeError, *, verbose: bool) -> None:
 
 
 def run_module() -> None:
+    """The `tinyforge` command. Ctrl-C at any point exits 130 (SIGTERM 143) without a
+    traceback, once every child process is stopped and reaped (tinyforge.interrupts)."""
+    code = EXIT_INTERRUPTED
     try:
+        INTERRUPTS.install()
         code = main()
-    except KeyboardInterrupt:  # Ctrl-C while Python was still importing tinyforge
+    except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except SystemExit as exit_request:  # argparse (--help, usage errors) or SIGTERM
+        code = exit_request.code
+    finally:
+        INTERRUPTS.hold()
+        children = sys.modules.get(f"{__package__}.proc")  # no child started without it
+        if children is not None:
+            children.stop_all()
+    if INTERRUPTS.exit_code is not None:
+        code = INTERRUPTS.exit_code
+        settle()
+        _say("tinyforge: interrupted" if code == EXIT_INTERRUPTED else "tinyforge: terminated")
     sys.exit(code)
+
+
+def _say(text: str) -> None:
+    try:
+        print(text, file=sys.stderr)
+    except (OSError, ValueError):  # stderr closed (a broken pipe) or gone
+        pass

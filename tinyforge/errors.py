@@ -70,6 +70,10 @@ class HostRuntimeError(InputError):
     """The host TFLM runtime could not run the model (unsupported type, bad graph, ...)."""
 
 
+class HostRunTimeoutError(HostRuntimeError):
+    """One run of the model in the host TFLM runtime took longer than its limit and was stopped."""
+
+
 class DoesNotFitError(InputError):
     """The model, runtime or arena do not fit the board's flash or RAM."""
 
@@ -161,6 +165,13 @@ class DeviceError(TinyforgeError):
     """The board, its serial port or the emulator misbehaved."""
 
     exit_code = EXIT_DEVICE_ERROR
+
+
+class LinkLostError(DeviceError):
+    """Reading from or writing to an open serial link failed: unplugged, reset, or an I/O error.
+
+    `monitor` waits for the board to come back after this one; other commands stop.
+    """
 
 
 class ValidationFailed(TinyforgeError):

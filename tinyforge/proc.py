@@ -4,13 +4,18 @@
 - a missing program raises `ToolMissingError` with an install hint;
 - every call has a timeout; the whole process group is killed when it expires or on Ctrl-C;
 - output (stdout and stderr merged) is streamed line by line to a callback as it arrives;
-- a non-zero exit raises `ChildProcessFailed` carrying the last lines of output.
+- a non-zero exit raises `ChildProcessFailed` carrying the last lines of output;
+- every live child (these, and the forked ones of `tinyforge.model.isolated`) is tracked, so
+  the command line can stop and reap them all however it ends (`stop_all()`), and Ctrl-C is
+  held while a child starts (`signals_deferred()`), so none starts untracked.
 Never `shell=True`.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
+import contextlib
 import logging
 import os
 import queue
@@ -22,7 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from .errors import ChildProcessFailed, ChildTimeoutError, ToolMissingError
 
@@ -34,6 +39,12 @@ TAIL_LINES = 25
 TERMINATE_GRACE_S = 3.0
 
 LineCallback = Callable[[str], None]
+# The signals a child's start must not be cut by (Ctrl-C, `kill`).
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# pid -> how to stop and reap that child. A plain dict: its operations are atomic, and
+# stop_all() may run from a signal handler while the main thread is inside track().
+_live: dict[int, Callable[[], None]] = {}
 
 
 @dataclass
@@ -106,16 +117,20 @@ def run(argv: Sequence[str], *, timeout: float, cwd: str | os.PathLike | None = 
     log.debug("run: %s%s", shlex.join(argv), f"  (in {cwd})" if cwd else "")
     started = time.monotonic()
     proc = _spawn(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if input_text is not None else None)
-    if input_text is not None:
-        _feed_stdin(proc, input_text)
     lines: list[str] = []
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     try:
+        if input_text is not None:
+            _feed_stdin(proc, input_text)
         for line in _lines_until(proc, deadline=started + timeout):
             lines.append(line)
             tail.append(line)
             if on_line:
                 on_line(line)
+        try:  # its output ended; it may still take a moment to exit
+            returncode = proc.wait(timeout=max(0.0, started + timeout - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise _Timeout() from None
     except _Timeout:
         stop(proc)
         raise ChildTimeoutError(f"{what} did not finish within {timeout:g} s and was stopped",
@@ -124,7 +139,7 @@ def run(argv: Sequence[str], *, timeout: float, cwd: str | os.PathLike | None = 
     except BaseException:
         stop(proc)
         raise
-    returncode = proc.wait()
+    untrack(proc.pid)
     result = Completed(argv, returncode, lines, time.monotonic() - started)
     log.debug("exit %d after %.2f s: %s", returncode, result.seconds, argv[0])
     if check and returncode != 0:
@@ -145,20 +160,85 @@ def start(argv: Sequence[str], *, cwd: str | os.PathLike | None = None,
     return _spawn(argv, cwd=cwd, env=env, stdout=stdout)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop a child and everything it started; safe to call twice."""
-    if proc.poll() is not None:
+def stop(proc: subprocess.Popen, *, grace: float = TERMINATE_GRACE_S) -> None:
+    """Stop a child and everything it started, and reap it; safe to call twice.
+
+    SIGTERM to its process group, SIGKILL after `grace` seconds. A Ctrl-C during the grace
+    period kills the group at once instead of leaving it running.
+    """
+    try:
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+            finally:
+                # The child if it is still running, and whatever of its group outlived it.
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+    finally:
+        untrack(proc.pid)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+# --- every live child, for a clean exit however it comes -------------------------------
+
+def track(pid: int, stopper: Callable[[], None]) -> None:
+    """Remember a live child and how to stop and reap it (called by whoever started it)."""
+    _live[pid] = stopper
+
+
+def untrack(pid: int) -> None:
+    """Forget a child that was stopped or reaped."""
+    _live.pop(pid, None)
+
+
+def live_children() -> list[int]:
+    """Pids of the children started through this module or tracked, still not reaped."""
+    return list(_live)
+
+
+def stop_all() -> None:
+    """Stop and reap every tracked child: the command line's last act, whatever happened."""
+    for pid, stopper in list(_live.items()):
+        try:
+            stopper()
+        except Exception as exc:  # noqa: BLE001 - one child's failure must not spare the others
+            log.debug("stopping child %d failed: %s", pid, exc)
+        untrack(pid)
+
+
+atexit.register(stop_all)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them as they came.
+
+    Starting a child (fork, exec, recording its pid) must not be cut in half: a child that
+    started but was never tracked would outlive tinyforge. Only the main thread handles
+    signals in Python; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    for sig, wait in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+                for sig in DEFERRED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in received:
+            signal.raise_signal(sig)  # the restored handler runs now (KeyboardInterrupt, ...)
 
 
 class _Timeout(Exception):
@@ -166,12 +246,22 @@ class _Timeout(Exception):
 
 
 def _spawn(argv, *, cwd, env, stdin=None, stdout=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen(
-        argv, cwd=cwd, env=env, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-        stdout=stdout, stderr=subprocess.STDOUT if stdout is subprocess.PIPE else None,
-        # Its own session: a timeout or Ctrl-C can kill the child and its children together.
-        start_new_session=True,
-    )
+    child = None
+    try:
+        with signals_deferred():
+            child = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=stdout, stderr=subprocess.STDOUT if stdout is subprocess.PIPE else None,
+                # Its own session: a timeout or Ctrl-C can kill the child and its children
+                # together, and a Ctrl-C on the terminal reaches tinyforge only, which decides.
+                start_new_session=True,
+            )
+            track(child.pid, lambda: stop(child))
+    except BaseException:
+        if child is not None:  # an interrupt held during the start: stop what started
+            stop(child)
+        raise
+    return child
 
 
 def _feed_stdin(proc: subprocess.Popen, text: str) -> None:

@@ -111,7 +111,14 @@ def _fp16_spec():
     return spec
 
 
+def while_forever_model():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import make_while_model  # a pathological model, shared with its own script
+
+    make_while_model.main(os.path.join(OUT, "while_forever.tflite"))
+
+
 for make in (conv_model, dense_model, unsupported_ops_model, custom_op_model, big_flash_model,
-             big_arena_model, fp16_model):
+             big_arena_model, fp16_model, while_forever_model):
     make()
 print("models written to", OUT)

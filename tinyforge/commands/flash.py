@@ -28,13 +28,14 @@ def run(args) -> int:
     options = monitor.MonitorOptions(
         json=args.json, csv=args.csv, count=args.count, timeout=args.timeout,
         expected_sha256=build.model_sha256, labels=build.labels,
-        reconnect_timeout=args.timeout or monitor.DEFAULT_RECONNECT_S)
+        reconnect_timeout=args.timeout or monitor.DEFAULT_RECONNECT_S,
+        demo_input=build.demo_input)
     if build.board.emulated:
-        result, source = flash.run_in_emulator(build)
+        result, source, conversation = flash.run_in_emulator(build)
         try:
             _report(result, args.json and not args.monitor)
-            if args.monitor:
-                monitor.run(source, options)
+            if args.monitor:  # the same conversation: nothing QEMU sent since BOOT is lost
+                monitor.run(source, options, conversation=conversation)
         finally:
             source.close(source.link)
         return 0

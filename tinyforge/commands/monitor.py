@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._device import add_monitor_options, add_target_options, port_chooser
+from ._device import add_monitor_options, add_target_options, port_chooser, positive_int
 
 
 def register(subparsers, parents) -> None:
@@ -13,7 +13,7 @@ def register(subparsers, parents) -> None:
                     "or unplug. For qemu-m4, runs the last build in QEMU.")
     add_target_options(parser)
     add_monitor_options(parser)
-    parser.add_argument("--baud", type=int, help="serial speed (default: the board's)")
+    parser.add_argument("--baud", type=positive_int, help="serial speed (default: the board's)")
     parser.set_defaults(run=run)
 
 
@@ -36,6 +36,7 @@ def run(args) -> int:
         json=args.json, csv=args.csv, count=args.count, timeout=args.timeout,
         expected_sha256=manifest.model_sha256 if manifest else None,
         labels=manifest.labels if manifest else [],
-        reconnect_timeout=args.timeout or monitor.DEFAULT_RECONNECT_S)
+        reconnect_timeout=args.timeout or monitor.DEFAULT_RECONNECT_S,
+        demo_input=manifest.demo_input if manifest else None)
     monitor.run(source, options)
     return 0

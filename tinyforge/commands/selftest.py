@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 
-log = logging.getLogger(__name__)
+from ._device import positive_int
 
 
 def register(subparsers, parents) -> None:
@@ -25,7 +24,7 @@ def register(subparsers, parents) -> None:
     parser.add_argument("--project-dir", metavar="DIR",
                         help="where to render the self-test project (default: "
                              "~/.cache/tinyforge/selftest/BOARD)")
-    parser.add_argument("--frames", type=int, metavar="N",
+    parser.add_argument("--frames", type=positive_int, metavar="N",
                         help="ECHO frames to send (default: 300)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random frames and inputs (default: 0)")
@@ -36,13 +35,15 @@ def run(args) -> int:
     from ..board import profiles
     from ..errors import EXIT_DEVICE_ERROR, EXIT_OK
     from ..flows import selftest
+    from ..toolchain import pio
     from ._device import port_chooser
 
     board = profiles.load_board(args.board)
     options = {"echo_frames": args.frames} if args.frames is not None else {}
     report = selftest.run_selftest(board, project_dir=args.project_dir, core_dir=args.core_dir,
                                    seed=args.seed, port=args.port, ask=port_chooser(),
-                                   on_build_line=log.debug, **options)
+                                   on_build_line=pio.progress_logger("self-test build"),
+                                   **options)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

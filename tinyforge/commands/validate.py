@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._device import add_target_options, port_chooser
+from ._device import (
+    add_target_options,
+    non_negative_int,
+    port_chooser,
+    positive_int,
+    tolerance,
+)
 
 
 def register(subparsers, parents) -> None:
@@ -20,12 +26,12 @@ def register(subparsers, parents) -> None:
     source.add_argument("--data", type=Path,
                         help=".npy/.npz inputs ([N, *input_shape]; floats are quantized), e.g. "
                              "the calibration set")
-    source.add_argument("--random", type=int, metavar="N",
+    source.add_argument("--random", type=positive_int, metavar="N",
                         help="N random inputs over the input's quantized range (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
-    parser.add_argument("--max-lsb", type=int, default=0,
+    parser.add_argument("--max-lsb", type=non_negative_int, default=0,
                         help="largest allowed difference for integer outputs (default 0)")
-    parser.add_argument("--max-abs", type=float, default=None,
+    parser.add_argument("--max-abs", type=tolerance, default=None,
                         help="largest allowed difference for float outputs (default 1e-4)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)

@@ -2,20 +2,30 @@
 
 `Conversation` turns bytes into protocol events (tinyforge.device.protocol) and waits for the
 answer to a request with a deadline; on a timeout the error carries the last lines the
-device sent, because "no answer" alone is never enough to act on.
+device sent, because "no answer" alone is never enough to act on. Its state (events not yet
+looked at, a line half received) belongs to the link, not to a command: `flash --monitor`
+hands the same Conversation to the monitor, so nothing is lost between them.
+
+Every read and write goes through here, and every way they can fail becomes a DeviceError
+(`ports.io_failure`): `LinkLostError` when the device vanished.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from typing import Callable
 
 from ..errors import DeviceError
-from . import protocol
+from . import ports, protocol
 
 TAIL_LINES = 15
 _READ_CHUNK = 65536
+# The one wait for a BOOT message: QEMU starts the guest in ~0.1 s and a model's
+# AllocateTensors takes milliseconds, but QEMU shows rare ~1 s stalls and a USB board may be
+# finishing its own start (the sketch waits for the port) when it is asked.
+BOOT_TIMEOUT_S = 15.0
 
 
 class Conversation:
@@ -28,8 +38,11 @@ class Conversation:
         self.on_event = on_event
 
     def send(self, data: bytes) -> None:
-        self.link.write(data)
-        self.link.flush()
+        try:
+            self.link.write(data)
+            self.link.flush()
+        except _io_errors() as exc:
+            raise ports.io_failure(self.link, exc, "write to") from exc
 
     def poll(self, timeout: float) -> list[protocol.Event]:
         """Events decoded from whatever arrives within `timeout` (maybe none)."""
@@ -50,8 +63,12 @@ class Conversation:
                 return []
 
     def wait_for(self, predicate: Callable[[protocol.Event], bool], *, timeout: float,
-                 what: str) -> protocol.Event:
-        """The first event matching `predicate`; others are kept for later `poll()`s."""
+                 what: str, keep: bool = False, hint: str | None = None) -> protocol.Event:
+        """The first event matching `predicate`; others are kept for later `poll()`s.
+
+        With `keep`, the matching event stays too, in its place: a later poll() sees every
+        event in the order it came (how `flash --monitor` shows the BOOT flash waited for).
+        """
         deadline = time.monotonic() + timeout
         skipped = []
         try:
@@ -59,13 +76,14 @@ class Conversation:
                 batch = self.poll(min(0.5, max(0.0, deadline - time.monotonic())))
                 for index, event in enumerate(batch):
                     if predicate(event):
-                        skipped.extend(batch[index + 1:])  # later events stay, in order
+                        skipped.extend(batch[index if keep else index + 1:])  # in order
                         return event
                     skipped.append(event)
             raise DeviceError(f"no {what} from the device within {timeout:g} s",
                               details=self.describe_tail(),
-                              hint="check the firmware runs (tinyforge monitor shows its "
-                                   "output) and that it was built from the last build")
+                              hint=hint or "check the firmware runs (tinyforge monitor shows "
+                                           "its output) and that it was built from the last "
+                                           "build")
         finally:
             self.pending.extend(skipped)
 
@@ -75,15 +93,55 @@ class Conversation:
         return "\n".join(f"  | {line}" for line in self.tail)
 
     def _read(self) -> bytes:
-        reader = getattr(self.link, "read_available", None)
-        if reader is not None:  # QEMU's link returns whatever is there within its timeout
-            return reader(0.2)
-        return self.link.read(max(1, min(_READ_CHUNK, self.link.in_waiting)))
+        try:
+            reader = getattr(self.link, "read_available", None)
+            if reader is not None:  # QEMU's link returns whatever is there within its timeout
+                return reader(0.2)
+            return self.link.read(max(1, min(_READ_CHUNK, self.link.in_waiting)))
+        except _io_errors() as exc:
+            raise ports.io_failure(self.link, exc, "read from") from exc
 
     def _remember(self, event: protocol.Event) -> None:
         self.tail.append(describe(event))
         if self.on_event:
             self.on_event(event)
+
+
+def wait_for_boot(conversation: Conversation, *, ask: bool, timeout: float = BOOT_TIMEOUT_S,
+                  keep: bool = False) -> protocol.Boot:
+    """The device's BOOT message, whatever its status (see `require_started`).
+
+    `ask` sends HELLO first, for a board that booted before its port was opened; QEMU's
+    guest starts only once tinyforge is connected, so its BOOT comes unasked. `keep` leaves
+    the BOOT for a later poll() (Conversation.wait_for). A device speaking another protocol
+    version is a DeviceError, as is no BOOT within `timeout` seconds.
+    """
+    if ask:
+        conversation.send(protocol.encode_hello())
+    event = conversation.wait_for(
+        lambda e: isinstance(e, (protocol.Boot, protocol.UnsupportedVersion)), timeout=timeout,
+        what="BOOT message", keep=keep,
+        hint="check that the device runs tinyforge firmware (`tinyforge monitor` shows what it "
+             "prints; `tinyforge flash` puts the last build on it); a board may need a reset")
+    if isinstance(event, protocol.UnsupportedVersion):
+        raise DeviceError(f"the firmware speaks protocol version {event.version}, this "
+                          f"tinyforge speaks {protocol.VERSION}",
+                          hint="rebuild and flash the firmware with this tinyforge "
+                               "(`tinyforge build`, then `tinyforge flash`)")
+    return event
+
+
+def require_started(boot: protocol.Boot, conversation: Conversation) -> None:
+    """DeviceError unless BOOT says the model started (status=ok)."""
+    if not boot.ok:
+        raise DeviceError("the firmware runs but could not start its model (BOOT status=error)",
+                          details=conversation.describe_tail(),
+                          hint="`tinyforge monitor` shows the firmware's ERR message")
+
+
+@functools.cache
+def _io_errors() -> tuple[type[BaseException], ...]:
+    return ports.io_errors()
 
 
 def describe(event: protocol.Event) -> str:

@@ -131,6 +131,10 @@ class QemuLink:
             self._serial.timeout = value
 
     @property
+    def name(self) -> str:
+        return f"QEMU's UART (127.0.0.1:{self.port})"
+
+    @property
     def in_waiting(self) -> int:
         return self._call(lambda s: s.in_waiting)
 
@@ -268,22 +272,20 @@ class QemuLink:
                     raise DeviceError(f"could not connect to QEMU's UART at {url} within "
                                       f"{CONNECT_TIMEOUT_S:g} s",
                                       details="\n".join(self._qemu_output) or None,
-                                      hint="QEMU's output is above; `tinyforge doctor` checks "
-                                           "the QEMU install") from None
+                                      hint=_HANG_HINT) from None
                 time.sleep(CONNECT_POLL_S)
 
     def _call(self, operation):
         if self._serial is None:
             raise DeviceError("the emulator link is closed", details=self._details(),
-                              hint="start the firmware again (`tinyforge flash --board "
-                                   "qemu-m4`)")
+                              hint=_CRASH_HINT)
         try:
             return operation(self._serial)
         except serial.SerialTimeoutException:
             raise DeviceError(f"writing to the firmware timed out after {WRITE_TIMEOUT_S:g} s "
                               "(it stopped reading its UART)", details=self._details(),
                               hint=_HANG_HINT) from None
-        except serial.SerialException as exc:
+        except (serial.SerialException, OSError) as exc:
             # The socket closes when QEMU exits: report why it exited.
             status = self._exit_status()
             raise DeviceError(self._stopped_message(status), details=self._details(),

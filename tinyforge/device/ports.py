@@ -4,7 +4,9 @@
 bootloader's) pick the port among pyserial's `list_ports`; tinyforge refuses to guess when
 several boards match (or asks, on a terminal) and lists what is connected when none does.
 Opening maps the usual OS failures to errors with a fix: permission denied (the dialout
-group), busy (another monitor, ModemManager), vanished.
+group), busy (another monitor, ModemManager), vanished. After opening, every failure of a
+read or a write, whatever pyserial or the OS raises for it, becomes a `LinkLostError` (or a
+`DeviceError` for a write that timed out) in one place: `io_failure()`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..board.profiles import Board
-from ..errors import DeviceError
+from ..errors import DeviceError, LinkLostError
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +113,51 @@ def open_port(device: str, baud: int):
                                          write_timeout=WRITE_TIMEOUT_S)
         return serial.Serial(device, baudrate=baud, timeout=READ_TIMEOUT_S,
                              write_timeout=WRITE_TIMEOUT_S, exclusive=True)
-    except serial.SerialException as exc:
+    except io_errors() as exc:
         raise port_error(device, exc) from None
+
+
+def io_errors() -> tuple[type[BaseException], ...]:
+    """What reading, writing or configuring a serial port can raise: pyserial wraps most OS
+    errors in SerialException, but not all (`in_waiting` raises OSError, `flush` and
+    `reset_input_buffer` termios.error)."""
+    import serial
+
+    return (OSError, serial.SerialException, *_termios_error())
+
+
+def _termios_error() -> tuple[type[BaseException], ...]:
+    try:
+        import termios
+    except ImportError:  # Windows
+        return ()
+    return (termios.error,)
+
+
+def io_failure(link, exc: BaseException, operation: str) -> DeviceError:
+    """The error for a failed `operation` ("read from", "write to") on an open link."""
+    import serial
+
+    name = getattr(link, "name", None)
+    name = name if isinstance(name, str) and name else "the device"
+    if isinstance(exc, serial.SerialTimeoutException):
+        return DeviceError(
+            f"writing to {name} timed out after {WRITE_TIMEOUT_S:g} s: the board stopped "
+            "reading its serial port",
+            hint="the firmware may be stuck: press reset (or unplug and plug the board), "
+                 "then run the command again; `tinyforge monitor` shows what it prints")
+    reason = _reason(exc)
+    return LinkLostError(
+        f"could not {operation} {name}: {reason} (the board was unplugged, reset or crashed)",
+        hint="check the cable and that the board is still powered, then run the command "
+             "again; `tinyforge monitor` waits for a board that comes back")
+
+
+def _reason(exc: BaseException) -> str:
+    args = getattr(exc, "args", ())
+    if isinstance(exc, _termios_error()) and len(args) == 2:  # (errno, text), not an OSError
+        return f"[Errno {args[0]}] {args[1]}"
+    return str(exc) or type(exc).__name__
 
 
 def port_error(device: str, exc: Exception) -> DeviceError:
@@ -136,9 +181,9 @@ def port_error(device: str, exc: Exception) -> DeviceError:
         return DeviceError(f"nothing is listening at {device}",
                            hint="is the emulator running? `tinyforge flash --board qemu-m4` "
                                 "starts it")
-    return DeviceError(f"cannot use {device}: {text}",
-                       hint="check the cable and that no other program has the port open, "
-                            "then try again")
+    return DeviceError(f"cannot use {device}: {_reason(exc)}",
+                       hint="check the port name (`tinyforge monitor` without --port finds the "
+                            "board by its USB id) and that the board is plugged in")
 
 
 def _connected(ports) -> str:

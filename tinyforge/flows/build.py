@@ -97,6 +97,7 @@ def build(options: BuildOptions) -> BuildResult:
         tflm_source=tflm_root)
     plan = writer.write(project_dir, firmware.project_files(inputs), firmware.manifest(inputs),
                         overwrite=options.overwrite)
+    last_build.record(project_dir)  # flash, monitor and validate use it without --project-dir
     result = BuildResult(project_dir, board, prepared, plan, labels)
     core_dir = pio.core_dir_for(board)
     pio.validate_project(project_dir, core_dir)

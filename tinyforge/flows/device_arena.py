@@ -28,7 +28,7 @@ from .. import storage, userfiles
 from ..board import profiles
 from ..board.tflm_source import downloaded_tflm, tree_digest
 from ..device import emulator, protocol
-from ..device.conversation import Conversation
+from ..device.conversation import Conversation, wait_for_boot
 from ..errors import DeviceError, DeviceMeasurementUnavailable, DoesNotFitError, TinyforgeError
 from ..model.arena import ALIGNMENT, ArenaMeasurement, ArenaPlan, plan_from_device, smallest_fitting
 from ..model.checks import PreparedModel
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 
 MEASURE_BOARD = "qemu-m4"
-BOOT_TIMEOUT_S = 15.0
 PROBE_TIMEOUT_S = 10.0
 # RAM the measurement firmware keeps for itself besides the arena and the line buffer
 # (interpreter, resolver, protocol state), on top of the board profile's framework figure.
@@ -201,7 +200,7 @@ class _ProbeSearch:
         if minimum is None:
             raise DeviceError("the measurement firmware ran at boot but no probe fits within "
                               f"{self.ceiling} B",
-                              hint="use --arena host, and please report this with the model")
+                              hint="measure on the host instead: `--arena host`")
         return minimum
 
     def fits(self, size: int) -> bool:
@@ -219,14 +218,13 @@ class _ProbeSearch:
             return False
         if isinstance(answer, protocol.DeviceErrorMessage):
             raise DeviceError(f"the measurement firmware refused PROBE: {answer.msg}",
-                              hint="use --arena host, and please report this with the model")
+                              hint="measure on the host instead: `--arena host`")
         return answer.fields.get("status") == "ok"
 
     def _start(self) -> None:
         self.link = emulator.launch(self.elf)
         self.conversation = Conversation(self.link)
-        boot = self.conversation.wait_for(lambda e: isinstance(e, protocol.Boot),
-                                          timeout=BOOT_TIMEOUT_S, what="BOOT message")
+        boot = wait_for_boot(self.conversation, ask=False)
         if not boot.ok:
             raise DoesNotFitError(
                 f"the model does not start on the emulated Cortex-M4 even with a "

@@ -21,7 +21,9 @@ from ..toolchain import pio
 
 log = logging.getLogger(__name__)
 
-UPLOAD_TIMEOUT_S = 300.0
+# bossac writes the Nano 33 BLE's 1 MB flash in well under a minute; longer means it hangs
+# (the board is not in its bootloader, or the port went away).
+UPLOAD_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -48,7 +50,8 @@ def upload(build: LastBuild, port: str | None = None, *, ask=None) -> FlashResul
     board = build.board
     started = time.monotonic()
     device = ports.choose_port(board, port, ask=ask)
-    log.info("uploading %s to %s on %s...", build.elf.name, board.name, device)
+    log.info("uploading %s to %s on %s (at most %g s; --verbose shows PlatformIO's output)...",
+             build.elf.name, board.name, device, UPLOAD_TIMEOUT_S)
     core = pio.core_dir_for(board)
     try:
         proc.run(pio.pio_argv("run", "-d", str(build.project_dir), "-e", build.environment,
@@ -72,12 +75,13 @@ def upload(build: LastBuild, port: str | None = None, *, ask=None) -> FlashResul
 
 
 def run_in_emulator(build: LastBuild):
-    """Start the firmware in QEMU and check it boots; returns (result, source with the link).
+    """Start the firmware in QEMU and check it boots; returns (result, source, conversation).
 
-    The caller owns the running QEMU (close it through the source, or monitor it first).
+    The caller owns the running QEMU (close it through the source). The conversation still
+    holds the BOOT and everything after it, a partial line included: hand it to
+    `monitor.run` to show them.
     """
-    from ..device import protocol
-    from ..device.conversation import Conversation
+    from ..device.conversation import Conversation, require_started, wait_for_boot
     from ..device.sources import QemuSource
 
     check_built(build)
@@ -86,12 +90,8 @@ def run_in_emulator(build: LastBuild):
     link = source.open()
     try:
         conversation = Conversation(link)
-        boot = conversation.wait_for(lambda e: isinstance(e, protocol.Boot), timeout=15.0,
-                                     what="BOOT message")
-        if not boot.ok:
-            raise DeviceError("the firmware runs in QEMU but its model did not start",
-                              details=conversation.describe_tail(),
-                              hint="`tinyforge monitor` shows the firmware's ERR message")
+        boot = wait_for_boot(conversation, ask=False, keep=True)
+        require_started(boot, conversation)
         if build.model_sha256 and boot.model_sha256 != build.model_sha256:
             raise DeviceError("QEMU runs firmware with another model than the last build",
                               hint="rebuild: `tinyforge build --board qemu-m4`")
@@ -100,4 +100,5 @@ def run_in_emulator(build: LastBuild):
         raise
     log.info("QEMU runs %s: %s ready, arena %d B (used %d)", build.elf.name, boot.board,
              boot.arena_bytes, boot.arena_used_bytes)
-    return FlashResult(build.board.id, str(build.elf), None, time.monotonic() - started), source
+    result = FlashResult(build.board.id, str(build.elf), None, time.monotonic() - started)
+    return result, source, conversation

@@ -2,8 +2,10 @@
 
 Protocol messages become a human view (or one JSON object per message, or CSV rows of
 results); every other line is the device's own log and passes through. The monitor warns
-when the board runs another model or protocol than the last build, survives a reset or an
-unplug by waiting for the port to come back, and stops after `count` results or `timeout`.
+when the board runs another model or protocol than the last build, says so when the firmware
+waits for host input (built without a demo input) or sends nothing, survives a reset or an
+unplug (on a read or a send) by waiting for the port to come back, and stops after `count`
+results or `timeout`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,9 +22,9 @@ from pathlib import Path
 from typing import TextIO
 
 from ..device import protocol
-from ..device.conversation import Conversation
+from ..device.conversation import BOOT_TIMEOUT_S, Conversation
 from ..device.sources import LinkSource
-from ..errors import DeviceError
+from ..errors import DeviceError, InputError, LinkLostError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 # on USB boards the monitor usually opens the port long after the board booted.
 HELLO_AFTER_S = 0.5
 DEFAULT_RECONNECT_S = 30.0
+POLL_S = 0.2
 
 
 @dataclass
@@ -40,6 +44,20 @@ class MonitorOptions:
     expected_sha256: str | None = None
     labels: list[str] = field(default_factory=list)
     reconnect_timeout: float = DEFAULT_RECONNECT_S
+    # Whether the firmware runs a built-in input on its own (the manifest's demo_input);
+    # None when unknown (no build to compare with, or the self-test firmware).
+    demo_input: bool | None = None
+
+    def __post_init__(self):
+        # 0, a negative or NaN would mean "no limit" or "stop at once" by accident.
+        for name in ("timeout", "reconnect_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(f"monitor {name} must be a number of seconds above 0, not "
+                                 f"{value!r}", hint="leave --timeout out to wait without a limit")
+        if self.count is not None and self.count < 1:
+            raise InputError(f"monitor count must be at least 1, not {self.count!r}",
+                             hint="leave --count out to show every result")
 
 
 @dataclass
@@ -52,34 +70,35 @@ class MonitorSummary:
     seconds: float = 0.0
 
 
-def run(source: LinkSource, options: MonitorOptions, out: TextIO = sys.stdout) -> MonitorSummary:
-    """Monitor until `count`/`timeout` (or Ctrl-C, which propagates after the port is closed)."""
+def run(source: LinkSource, options: MonitorOptions, out: TextIO = sys.stdout, *,
+        conversation: Conversation | None = None) -> MonitorSummary:
+    """Monitor until `count`/`timeout` (or Ctrl-C, which propagates after the port is closed).
+
+    `conversation`: one already talking to the device over `source` (`flash --monitor`); what
+    it holds and has not shown yet comes first, in order.
+    """
     view = _View(options, out)
     summary = view.summary
     started = time.monotonic()
     deadline = started + options.timeout if options.timeout else None
-    link = source.open()
+    session = None
     try:
-        conversation = Conversation(link)
-        asked_hello = False
+        session = _Session(conversation or Conversation(source.open()), summary)
         while not view.done():
             if deadline is not None and time.monotonic() >= deadline:
                 break
             try:
-                events = conversation.poll(0.2)
-            except (OSError, _serial_exception()) as exc:
-                link = _reconnect(source, link, exc, options, deadline, summary)
-                conversation = Conversation(link)
-                asked_hello = False
-                continue
-            for event in events:
-                view.show(event)
-            if (not asked_hello and not summary.boots
-                    and time.monotonic() - started >= HELLO_AFTER_S):
-                conversation.send(protocol.encode("HELLO"))
-                asked_hello = True
+                for event in session.conversation.poll(POLL_S):
+                    view.show(event)
+                session.ask_for_boot_if_silent()
+            except LinkLostError as error:
+                source.close(session.conversation.link)
+                session = _Session(Conversation(_reconnect(source, error, options, deadline)),
+                                   summary)
+                summary.reconnects += 1
     finally:
-        source.close(link)
+        if session is not None:
+            source.close(session.conversation.link)
         view.close()
     summary.seconds = time.monotonic() - started
     if options.count is not None and summary.results < options.count:
@@ -90,26 +109,47 @@ def run(source: LinkSource, options: MonitorOptions, out: TextIO = sys.stdout) -
     return summary
 
 
-def _reconnect(source: LinkSource, link, exc: Exception, options: MonitorOptions,
-               deadline: float | None, summary: MonitorSummary):
-    source.close(link)
+class _Session:
+    """One connection to the device: asks for BOOT when it is silent, warns when it stays so."""
+
+    def __init__(self, conversation: Conversation, summary: MonitorSummary):
+        self.conversation = conversation
+        self.summary = summary
+        self.opened = time.monotonic()
+        self.boots_before = summary.boots
+        self.asked_at: float | None = None
+        self.warned = False
+
+    def ask_for_boot_if_silent(self) -> None:
+        if self.summary.boots > self.boots_before:
+            return
+        now = time.monotonic()
+        if self.asked_at is None and now - self.opened >= HELLO_AFTER_S:
+            self.asked_at = now
+            self.conversation.send(protocol.encode_hello())
+        elif self.asked_at is not None and not self.warned and \
+                now - self.asked_at >= BOOT_TIMEOUT_S:
+            self.warned = True
+            log.warning("no BOOT message %g s after asking for it (HELLO): the device may not "
+                        "run tinyforge firmware, or its model hangs at start; still listening "
+                        "(`tinyforge flash` puts the last build on it)", BOOT_TIMEOUT_S)
+
+
+def _reconnect(source: LinkSource, error: LinkLostError, options: MonitorOptions,
+               deadline: float | None):
     wait = options.reconnect_timeout
     if deadline is not None:
         wait = min(wait, max(0.0, deadline - time.monotonic()))
-    log.warning("the board went away (%s); waiting up to %g s for it to come back", exc, wait)
+    log.warning("the board went away (%s); waiting up to %g s for it to come back",
+                error.message, wait)
     new_link = source.reopen(time.monotonic() + wait)
     if new_link is None:
         raise DeviceError(f"the board vanished and did not come back within {wait:g} s",
+                          details=f"  {error.message}",
                           hint="check the cable; after a crash, double-tap reset and run "
                                "`tinyforge flash` again")
-    summary.reconnects += 1
     log.warning("reconnected")
     return new_link
-
-
-def _serial_exception():
-    import serial
-    return serial.SerialException
 
 
 class _View:
@@ -121,8 +161,13 @@ class _View:
         self.summary = MonitorSummary()
         self.csv_file = None
         self.csv_writer = None
+        self.said_waiting = False
         if options.csv:
-            self.csv_file = open(options.csv, "w", newline="", encoding="utf-8")
+            try:
+                self.csv_file = open(options.csv, "w", newline="", encoding="utf-8")
+            except OSError as exc:
+                raise InputError(f"cannot write the CSV log {options.csv}: {exc.strerror}",
+                                 hint="give --csv a path in a writable folder") from None
             self.csv_writer = csv.writer(self.csv_file)
             self.csv_writer.writerow(["seq", "src", "us", "top_index", "top_label", "top_score",
                                       "outputs"])
@@ -165,6 +210,13 @@ class _View:
             log.warning("warning: the board runs a different model (sha256 %s…) than the last "
                         "build (%s…); run `tinyforge flash` to update it",
                         boot.model_sha256[:12], expected[:12])
+            return
+        if boot.ok and self.options.demo_input is False and not self.said_waiting:
+            self.said_waiting = True
+            log.info("the firmware waits for host input: it was built without a demo "
+                        "input, so it sends results only for inputs it is sent. Send some "
+                        "with `tinyforge validate`, or rebuild with `tinyforge build "
+                        "--demo-input FILE.npy` to have it run one on its own")
 
     def _text(self, event: protocol.Event) -> str | None:
         if isinstance(event, protocol.Boot):

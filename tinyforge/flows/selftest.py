@@ -30,7 +30,7 @@ from typing import Callable
 from .. import __version__
 from ..board.profiles import Board
 from ..device import protocol
-from ..device.conversation import Conversation
+from ..device.conversation import Conversation, wait_for_boot
 from ..errors import DeviceError
 from ..project.selftest import (
     INPUT_SCALE,
@@ -51,7 +51,6 @@ __all__ = ["SelftestReport", "Step", "run_selftest", "exercise"]
 
 log = logging.getLogger(__name__)
 
-BOOT_TIMEOUT_S = 10.0
 ANSWER_TIMEOUT_S = 5.0
 ECHO_FRAMES = 300
 ECHO_WINDOW = 8                         # frames in flight: full rate without deadlocking
@@ -132,18 +131,20 @@ def _exercise_real_board(board: Board, project_dir: Path, port: str | None, ask,
     uploaded = flash.upload(build, port, ask=ask)
     link = ports.open_port(uploaded.port, board.serial["baud"])
     try:
-        link.write(protocol.encode_hello())  # its boot message went out before we opened
-        return exercise(link, board, echo_frames=echo_frames, seed=seed, started_at=None)
+        # Its boot message went out before the port was opened: ask for it.
+        return exercise(link, board, echo_frames=echo_frames, seed=seed, started_at=None,
+                        ask_boot=True)
     finally:
         link.close()
 
 
 def exercise(link, board: Board, *, echo_frames: int = ECHO_FRAMES, seed: int = 0,
-             started_at: float | None = None) -> list[Step]:
-    """Run every check over `link` (read_available/write); the firmware must have just booted."""
+             started_at: float | None = None, ask_boot: bool = False) -> list[Step]:
+    """Run every check over `link` (read_available/write); the firmware must have just booted
+    (or, with `ask_boot`, is asked for its BOOT message first)."""
     talk = _Conversation(link)
     rng = random.Random(seed)
-    boot_step, boot = _check_boot(talk, board, started_at)
+    boot_step, boot = _check_boot(talk, board, started_at, ask_boot)
     steps = [boot_step]
     steps.append(_check_hello(talk, boot))
     steps.append(_check_echo(talk, rng, echo_frames))
@@ -162,11 +163,9 @@ class _Conversation(Conversation):
                              what=what)
 
 
-def _check_boot(talk: _Conversation, board: Board, started_at: float | None):
-    boot = talk.next_message("BOOT", BOOT_TIMEOUT_S)
+def _check_boot(talk: _Conversation, board: Board, started_at: float | None, ask: bool):
+    boot = wait_for_boot(talk, ask=ask)
     received = time.monotonic()
-    if not isinstance(boot, protocol.Boot):
-        return Step("boot", False, f"expected BOOT first, got {boot!r}"), None
     expected = {
         "protocol": protocol.VERSION, "board": board.id, "model_sha256": MODEL_SHA256,
         "firmware": __version__, "status": "ok",
@@ -270,8 +269,8 @@ def _read_time(talk: _Conversation) -> tuple[float, int, float]:
     if not (isinstance(answer, protocol.OtherMessage) and answer.type == "TIME"
             and answer.fields.get("us", "").isdigit()):
         raise DeviceError(f"TIME answered with {_short(answer)}",
-                          hint="the firmware is not the self-test firmware of this tinyforge; "
-                               "run `tinyforge selftest` again to rebuild it")
+                          hint="the firmware is not the self-test's: run `tinyforge selftest` "
+                               "again, it rebuilds and uploads it")
     return sent, int(answer.fields["us"]), received
 
 

@@ -4,7 +4,9 @@ Input vectors go to the firmware over serial (IN messages); its outputs (RES) ar
 with the host TFLM runtime's outputs for the very same quantized bytes. The report counts
 exact matches, the largest and mean difference in LSB and after dequantization, top-1
 agreement for classifiers and the on-device latency; a tolerance (`max_lsb`, 0 by default
-for integer outputs) decides pass or fail.
+for integer outputs) decides pass or fail. Every result must have as many outputs, each of
+as many values, as BOOT's `out=` specs say: a missing or short output is a failure (counted
+as `malformed`), never an exact match.
 
 The self-test firmware (no TFLM) answers IN with a documented stand-in model; the same code
 path validates it against `selftest.reference_model`, so the whole send/receive/compare
@@ -14,6 +16,7 @@ path is tested without a TFLM tree.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,12 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from ..device import protocol
-from ..device.conversation import Conversation
+from ..device.conversation import Conversation, require_started, wait_for_boot
 from ..errors import CalibrationError, DeviceError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
-BOOT_TIMEOUT_S = 10.0
 ANSWER_TIMEOUT_S = 10.0
 DEFAULT_RANDOM_SAMPLES = 32
 DEFAULT_MAX_ABS_FLOAT = 1e-4
@@ -49,6 +51,8 @@ class ValidationReport:
     passed: bool
     reference: str
     mismatches: list[dict] = field(default_factory=list)
+    # Results whose outputs do not match BOOT's specs (missing, or fewer or more values).
+    malformed: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -56,6 +60,9 @@ class ValidationReport:
     def lines(self) -> list[str]:
         lines = [f"samples        {self.samples} (reference: {self.reference})",
                  f"exact matches  {self.exact_matches} of {self.samples}"]
+        if self.malformed:
+            lines.append(f"malformed      {self.malformed} results with missing or short "
+                         "outputs (not as BOOT's out= specs say)")
         if self.max_lsb is not None:
             lines.append(f"difference     max {self.max_lsb} LSB, mean {self.mean_lsb:.4f} LSB "
                          f"(allowed {self.max_lsb_allowed} LSB)")
@@ -66,6 +73,9 @@ class ValidationReport:
         lines.append(f"latency        min {latency['min']:.0f} µs, median {latency['median']:.0f}"
                      f" µs, max {latency['max']:.0f} µs (on the device)")
         for mismatch in self.mismatches[:5]:
+            if "problem" in mismatch:
+                lines.append(f"  sample {mismatch['sample']}: {mismatch['problem']}")
+                continue
             lines.append(f"  sample {mismatch['sample']} output {mismatch['output']}: device "
                          f"{mismatch['device'][:8]} host {mismatch['host'][:8]}")
         lines.append("PASS" if self.passed else "FAIL: the board differs from the host beyond "
@@ -77,6 +87,7 @@ class Reference:
     """Computes the expected raw outputs for raw input bytes."""
 
     name = "reference"
+    output_count = 1
 
     def outputs(self, batch: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         raise NotImplementedError
@@ -86,6 +97,7 @@ class ModelReference(Reference):
     """The host TFLM runtime running the same .tflite."""
 
     def __init__(self, model: bytes, model_name: str, output_count: int):
+        self.output_count = output_count
         self.model, self.model_name, self.output_count = model, model_name, output_count
         self.name = f"host TFLM running {model_name}"
 
@@ -105,22 +117,6 @@ class SelftestReference(Reference):
                 for inputs in batch]
 
 
-def wait_for_boot(conversation: Conversation) -> protocol.Boot:
-    conversation.send(protocol.encode("HELLO"))
-    boot = conversation.wait_for(lambda e: isinstance(e, (protocol.Boot,
-                                                          protocol.UnsupportedVersion)),
-                                 timeout=BOOT_TIMEOUT_S, what="BOOT message")
-    if isinstance(boot, protocol.UnsupportedVersion):
-        raise DeviceError(f"the firmware speaks protocol version {boot.version}, this tinyforge "
-                          f"speaks {protocol.VERSION}",
-                          hint="rebuild and flash the firmware with this tinyforge")
-    if not boot.ok:
-        raise DeviceError("the firmware could not start its model (BOOT status=error)",
-                          details=conversation.describe_tail(),
-                          hint="`tinyforge monitor` shows the firmware's ERR message")
-    return boot
-
-
 def samples_from_file(path: Path, spec: protocol.TensorSpec) -> list[np.ndarray]:
     """Input vectors from .npy/.npz: floats are quantized with the input's scale/zero point."""
     from ..model.calibration import load_array, match_input_shape
@@ -133,8 +129,7 @@ def samples_from_file(path: Path, spec: protocol.TensorSpec) -> list[np.ndarray]
         if not spec.scale:
             raise CalibrationError(f"{path}: the model input is {spec.dtype} without a scale; "
                                    f"give {spec.dtype} values",
-                                   hint=f"save the inputs as {spec.dtype} already quantized: "
-                                        f"x.astype(np.{spec.dtype})")
+                                   hint=f"save the inputs as {spec.dtype} (numpy.save)")
         info = np.iinfo(dtype)
         quantized = np.round(array / spec.scale) + spec.zero_point
         return list(np.clip(quantized, info.min, info.max).astype(dtype))
@@ -162,7 +157,12 @@ def run(conversation: Conversation, boot: protocol.Boot, samples: list[np.ndarra
     """Send every sample, compare the answers with `reference`, and report."""
     if len(boot.inputs) != 1:
         raise DeviceError("validate supports firmware with exactly one input tensor",
-                          hint="use `tinyforge monitor` to watch a multi-input model's results")
+                          hint="give models with several inputs to `tinyforge monitor`; "
+                               "validate them on the host")
+    if len(boot.outputs) != reference.output_count:
+        raise DeviceError(f"the firmware's BOOT lists {len(boot.outputs)} outputs, the model "
+                          f"has {reference.output_count}",
+                          hint="flash the last build first: `tinyforge flash`")
     spec = boot.inputs[0]
     batch = [[np.asarray(s, dtype=_NUMPY_TYPES[spec.dtype]).reshape(spec.shape)]
              for s in samples]
@@ -171,8 +171,13 @@ def run(conversation: Conversation, boot: protocol.Boot, samples: list[np.ndarra
     return _compare(device, expected, boot, reference.name, max_lsb, max_abs)
 
 
+def _send_input(conversation: Conversation, seq: int, data: bytes) -> None:
+    """Send one input (the bytes of the input tensor) as IN with sequence number `seq`."""
+    conversation.send(protocol.encode_input(seq, data))
+
+
 def _ask(conversation: Conversation, seq: int, values: np.ndarray) -> protocol.Result:
-    conversation.send(protocol.encode_input(seq, values.tobytes()))
+    _send_input(conversation, seq, values.tobytes())
     answer = conversation.wait_for(
         lambda e: isinstance(e, (protocol.Result, protocol.DeviceErrorMessage))
         and e.seq == seq and getattr(e, "src", "host") == "host",
@@ -180,8 +185,8 @@ def _ask(conversation: Conversation, seq: int, values: np.ndarray) -> protocol.R
     if isinstance(answer, protocol.DeviceErrorMessage):
         raise DeviceError(f"the firmware refused input #{seq}: {answer.code} ({answer.msg})",
                           details=conversation.describe_tail(),
-                          hint="docs/protocol.md explains the ERR code; rebuild and flash if "
-                               "the firmware is older than this tinyforge")
+                          hint="docs/protocol.md explains the error code; `tinyforge monitor` "
+                               "shows what the firmware prints")
     return answer
 
 
@@ -189,11 +194,22 @@ def _compare(device: list[protocol.Result], expected: list[list[np.ndarray]],
              boot: protocol.Boot, reference_name: str, max_lsb: int,
              max_abs: float) -> ValidationReport:
     lsb_diffs, abs_diffs, float_diffs, mismatches, exact, top1 = [], [], [], [], 0, []
-    for index, (result, host_outputs) in enumerate(zip(device, expected)):
+    malformed = 0
+    for index, (result, host_outputs) in enumerate(zip(device, expected, strict=True)):
+        problem = output_problem(result, boot.outputs)
+        if problem is not None:
+            malformed += 1
+            mismatches.append({"sample": index, "problem": problem})
+            continue
         same = True
         for output, (values, host, spec) in enumerate(zip(result.outputs, host_outputs,
-                                                          boot.outputs)):
+                                                          boot.outputs, strict=True)):
             host = np.asarray(host).reshape(-1)
+            if host.size != len(values.f):
+                raise DeviceError(
+                    f"the firmware's BOOT says output {output} has {len(values.f)} values; "
+                    f"the model's has {host.size}",
+                    hint="flash the last build first: `tinyforge flash`")
             host_float = _dequantize(host, spec)
             abs_diffs.extend(np.abs(np.asarray(values.f) - host_float).tolist())
             if values.q is not None:
@@ -213,7 +229,7 @@ def _compare(device: list[protocol.Result], expected: list[list[np.ndarray]],
         if len(result.outputs) == 1 and len(result.outputs[0].f) > 1:
             top1.append(int(np.argmax(result.outputs[0].f)) == int(np.argmax(host_outputs[0])))
     latencies = [r.us for r in device] or [0]
-    passed = ((not lsb_diffs or max(lsb_diffs) <= max_lsb)
+    passed = (malformed == 0 and (not lsb_diffs or max(lsb_diffs) <= max_lsb)
               and (not float_diffs or max(float_diffs) <= max_abs))
     return ValidationReport(
         samples=len(device), exact_matches=exact,
@@ -225,7 +241,21 @@ def _compare(device: list[protocol.Result], expected: list[list[np.ndarray]],
         latency_us={"min": min(latencies), "median": statistics.median(latencies),
                     "max": max(latencies)},
         max_lsb_allowed=max_lsb, max_abs_allowed=max_abs, passed=passed,
-        reference=reference_name, mismatches=mismatches[:20])
+        reference=reference_name, mismatches=mismatches[:20], malformed=malformed)
+
+
+def output_problem(result: protocol.Result, specs: list[protocol.TensorSpec]) -> str | None:
+    """What is wrong with a result's outputs against BOOT's `out=` specs, or None."""
+    if len(result.outputs) != len(specs):
+        return f"{len(result.outputs)} outputs, BOOT says {len(specs)}"
+    for index, (values, spec) in enumerate(zip(result.outputs, specs)):
+        count = math.prod(spec.shape)
+        if len(values.f) != count:
+            return f"output {index} has {len(values.f)} values, BOOT says {count} ({spec.dtype}" \
+                   f"[{'x'.join(map(str, spec.shape))}])"
+        if values.q is None and spec.dtype != "float32":
+            return f"output {index} has no raw {spec.dtype} values (q{index})"
+    return None
 
 
 def _dequantize(values: np.ndarray, spec: protocol.TensorSpec) -> np.ndarray:
@@ -235,6 +265,13 @@ def _dequantize(values: np.ndarray, spec: protocol.TensorSpec) -> np.ndarray:
 
 
 def check(report: ValidationReport) -> None:
+    if report.malformed:
+        raise ValidationFailed(
+            f"{report.malformed} of {report.samples} results have missing or short outputs "
+            "(not as the firmware's BOOT message describes them)",
+            hint="the firmware is not the one built for this model, or it is broken: build "
+                 "and flash again (`tinyforge build`, `tinyforge flash`); `tinyforge monitor "
+                 "--json` shows its raw results")
     if not report.passed:
         raise ValidationFailed(
             f"{report.samples - report.exact_matches} of {report.samples} samples differ "
@@ -258,7 +295,9 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
     link = source.open()
     try:
         conversation = Conversation(link)
-        boot = wait_for_boot(conversation)
+        # QEMU sends BOOT as it starts; a board booted long before its port was opened.
+        boot = wait_for_boot(conversation, ask=not build.board.emulated)
+        require_started(boot, conversation)
         reference = _reference_for(boot, build)
         spec = boot.inputs[0]
         if data is not None:

@@ -2,7 +2,9 @@
 
 Everything that touches the native runtime runs in a forked child (`isolated.py`): a
 too-small arena or a malformed model can crash it. What TFLM prints on fd 2 comes back as
-text so the user sees TFLM's own words.
+text so the user sees TFLM's own words. Every run has a short limit (`HOST_RUN_TIMEOUT_S`):
+a model that loops (a WHILE that never ends) or is far too heavy for a microcontroller is
+stopped and reported, never waited on.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import HostRuntimeError, ToolMissingError
+from ..errors import HostRuntimeError, HostRunTimeoutError, ToolMissingError
 from .isolated import IsolatedResult, call_isolated
 
 _ALLOCATION_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 # Generous arena for runs that are not about measuring: 10x the model, at least 1 MiB.
 _MIN_GENEROUS_ARENA = 1 << 20
+# One run of a model on the host: create the interpreter, allocate, invoke once. Models that
+# fit a board take milliseconds here (the gesture example ~2 ms); this long means the model
+# loops or is far too heavy for a microcontroller. A batch gets this long per input.
+HOST_RUN_TIMEOUT_S = 10.0
 
 
 def generous_arena(model_bytes: int) -> int:
@@ -54,18 +60,17 @@ def _invoke(model: bytes, arena_size: int, inputs: list[np.ndarray] | None):
 
 
 def _run_batch(model: bytes, arena_size: int, batch: list[list[np.ndarray]],
-               output_count: int) -> list[list[np.ndarray]]:
+               output_count: int):
+    """The outputs for each inputs of `batch`, one by one (streamed back by isolated.py)."""
     interpreter = _interpreter(model, arena_size)
-    results = []
     for inputs in batch:
         for index, data in enumerate(inputs):
             details = interpreter.get_input_details(index)
             interpreter.set_input(
                 np.asarray(data, dtype=details["dtype"]).reshape(details["shape"]), index)
         interpreter.invoke()
-        results.append([np.array(interpreter.get_output(i)) for i in range(output_count)])
+        yield [np.array(interpreter.get_output(i)) for i in range(output_count)]
         interpreter.reset()
-    return results
 
 
 def _allocation_report(model: bytes, arena_size: int) -> bool:
@@ -73,16 +78,35 @@ def _allocation_report(model: bytes, arena_size: int) -> bool:
     return True
 
 
-def _isolated(fn, *args, **kwargs) -> IsolatedResult:
+def _isolated(fn, *args, what: str = "the model") -> IsolatedResult:
     # Loaded here, before the fork, so every child inherits it instead of importing it again
     # (~80 ms each): an arena search forks a dozen of them.
     runtime_module()
-    return call_isolated(fn, *args, **kwargs)
+    result = call_isolated(fn, *args, timeout=HOST_RUN_TIMEOUT_S)
+    if result.timed_out:
+        raise _timed_out(what, result)
+    return result
+
+
+def _timed_out(what: str, result: IsolatedResult) -> HostRunTimeoutError:
+    return HostRunTimeoutError(
+        f"the host TFLM runtime ran {what} for {HOST_RUN_TIMEOUT_S:g} s without finishing "
+        "and was stopped",
+        details=tflm_diagnostics(result.output) or None,
+        hint="a model that fits a microcontroller runs in milliseconds on a PC: this one "
+             "loops (a WHILE whose condition never turns false?) or is far too heavy for "
+             "the board; check its ops with `tinyforge inspect MODEL`")
 
 
 def probe(model: bytes, arena_size: int) -> IsolatedResult:
-    """Allocate and invoke once with zero inputs, isolated; the result says if it ran."""
-    return _isolated(_probe_target, model, arena_size)
+    """Allocate and invoke once with zero inputs, isolated; the result says if it ran.
+
+    A probe that times out did not run (`ok` is False, `timed_out` True) rather than raising:
+    an arena search probes only after the model ran within the limit with a generous arena
+    (`reported_arena_total`), so a hang here comes from the arena being too small.
+    """
+    runtime_module()
+    return call_isolated(_probe_target, model, arena_size, timeout=HOST_RUN_TIMEOUT_S)
 
 
 def _probe_target(model: bytes, arena_size: int) -> bool:
@@ -99,7 +123,7 @@ def reported_arena_total(model: bytes, arena_size: int) -> int | None:
 
 def dry_run(model: bytes, model_name: str) -> None:
     """Run the model once in host TFLM; raise `HostRuntimeError` with TFLM's own text."""
-    result = probe(model, generous_arena(len(model)))
+    result = _isolated(_probe_target, model, generous_arena(len(model)), what=model_name)
     if not result.ok:
         raise HostRuntimeError(
             f"the host TFLM runtime cannot run {model_name}: {result.describe_failure()}",
@@ -110,14 +134,21 @@ def dry_run(model: bytes, model_name: str) -> None:
 
 def run_batch(model: bytes, batch: list[list[np.ndarray]], output_count: int,
               model_name: str) -> list[list[np.ndarray]]:
-    """Outputs of the host TFLM runtime for each list of inputs in `batch`."""
-    result = _isolated(_run_batch, model, generous_arena(len(model)), batch, output_count,
-                       timeout=600.0)
+    """Outputs of the host TFLM runtime for each list of inputs in `batch`.
+
+    Each input gets `HOST_RUN_TIMEOUT_S` (the first one also creates the interpreter).
+    """
+    runtime_module()
+    result = call_isolated(_run_batch, model, generous_arena(len(model)), batch, output_count,
+                           timeout=HOST_RUN_TIMEOUT_S)
+    if result.timed_out:
+        raise _timed_out(f"{model_name} on input #{result.items} of {len(batch)}", result)
     if not result.ok:
         raise HostRuntimeError(
             f"the host TFLM runtime failed running {model_name}: {result.describe_failure()}",
             details=tflm_diagnostics(result.output),
-            hint="`tinyforge inspect MODEL` shows whether the host TFLM runtime can run it")
+            hint="these inputs make TFLM fail where the build's own run did not: check their "
+                 "shape and range, and the model with `tinyforge inspect MODEL`")
     return result.value
 
 

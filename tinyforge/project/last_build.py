@@ -1,7 +1,12 @@
 """The last build: what `tinyforge build` wrote, read back by flash, monitor and validate.
 
-`build` writes `.tinyforge/manifest.json` into the project; without `--project-dir`, the
-newest manifest under ./build/*/ is the last build (filtered by `--board` when given).
+`build` writes `.tinyforge/manifest.json` into the project. A project under ./build/ (the
+default `build/BOARD`, or any `--project-dir build/NAME`) is also recorded in
+`build/last-build.json`, most recent first: without `--project-dir`, the other commands use
+the first recorded project (for `--board` when given). File times are never used to guess:
+rebuilding a project whose files did not change rewrites nothing, yet it is the last build.
+A project that is not recorded (built by an older tinyforge) is used only when it is the
+only one; several are refused, naming them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ VALIDATION_PATH = ".tinyforge/last-validate.json"
 MAX_VALIDATION_BYTES = 16 * 1024 * 1024
 
 _Report = TypeVar("_Report")
+RECORD_NAME = "last-build.json"
+# The record lists project folder names; more than this many means it is not ours.
+_MAX_RECORDED = 64
+_MAX_RECORD_BYTES = 64 * 1024
+_RECORD_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,15 @@ class LastBuild:
     def labels(self) -> list[str]:
         return list(self.manifest.get("labels", []))
 
+    @property
+    def demo_input(self) -> bool | None:
+        """Whether the firmware runs a built-in input by itself; None when not recorded."""
+        value = self.manifest.get("demo_input")
+        return value if isinstance(value, bool) else None
+
 
 def find(project_dir: Path | None = None, board_id: str | None = None) -> LastBuild:
-    """The build in `project_dir`, or the newest one under ./build/ (for `board_id`)."""
+    """The build in `project_dir`, or the last one recorded under ./build/ (for `board_id`)."""
     if project_dir is not None:
         manifest = writer.read_manifest(Path(project_dir))
         if manifest is None:
@@ -70,16 +86,76 @@ def find(project_dir: Path | None = None, board_id: str | None = None) -> LastBu
                              hint="run `tinyforge build` first, or give the --project-dir it "
                                   "wrote")
         return _last_build(Path(project_dir), manifest, board_id)
-    candidates = []
-    for path in DEFAULT_ROOT.glob(f"*/{writer.MANIFEST_PATH}"):
-        manifest = writer.read_manifest(path.parent.parent)
+    for name in recorded():
+        directory = DEFAULT_ROOT / name
+        manifest = writer.read_manifest(directory)
         if manifest and (board_id is None or manifest.get("board") == board_id):
-            candidates.append((path.stat().st_mtime, path.parent.parent, manifest))
+            return _last_build(directory, manifest, board_id)
+    return _only_unrecorded(board_id)
+
+
+def record(project_dir: Path) -> None:
+    """Remember `project_dir` as the last build, if it lies directly under ./build/."""
+    project = Path(project_dir).resolve()
+    root = DEFAULT_ROOT.resolve()
+    if project.parent != root:
+        return  # used with --project-dir; nothing is written outside the project
+    names = [project.name] + [name for name in recorded() if name != project.name]
+    text = json.dumps({"version": _RECORD_VERSION, "projects": names[:_MAX_RECORDED]},
+                      indent=1) + "\n"
+    try:
+        writer.atomic_write_text(root / RECORD_NAME, text)
+    except OSError as exc:  # the project itself was written: say so, do not fail the build
+        log.warning("could not record the last build in %s (%s); give flash, monitor and "
+                    "validate --project-dir %s", root / RECORD_NAME, exc, project_dir)
+
+
+def recorded() -> list[str]:
+    """Project folder names under ./build/, the last build first ([] without a record)."""
+    path = DEFAULT_ROOT / RECORD_NAME
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(_MAX_RECORD_BYTES + 1)
+        if len(text) > _MAX_RECORD_BYTES:
+            raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
+        data = json.loads(text)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return []
+    names = data.get("projects") if isinstance(data, dict) else None
+    if not isinstance(names, list):
+        log.warning("ignoring %s: not a tinyforge build record", path)
+        return []
+    return [name for name in names[:_MAX_RECORDED] if _plain_name(name)]
+
+
+def _plain_name(name: object) -> bool:
+    """A folder directly under ./build/: no separators, no way out of it."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+            and "\\" not in name and "\0" not in name)
+
+
+def _only_unrecorded(board_id: str | None) -> LastBuild:
+    candidates = []
+    for path in sorted(DEFAULT_ROOT.glob(f"*/{writer.MANIFEST_PATH}")):
+        directory = path.parent.parent
+        manifest = writer.read_manifest(directory)
+        if manifest and (board_id is None or manifest.get("board") == board_id):
+            candidates.append((directory, manifest))
+    where = f" for board '{board_id}'" if board_id else ""
     if not candidates:
-        where = f" for board '{board_id}'" if board_id else ""
         raise InputError(f"no tinyforge build found under ./{DEFAULT_ROOT}{where}",
                          hint="run `tinyforge build` first, or pass --project-dir")
-    _, directory, manifest = max(candidates, key=lambda c: c[0])
+    if len(candidates) > 1:
+        raise InputError(
+            f"{len(candidates)} projects under ./{DEFAULT_ROOT}{where} and no record of which "
+            "was built last; refusing to guess:",
+            details="\n".join(f"  - {directory}" for directory, _ in candidates),
+            hint="pass --project-dir, or build again (`tinyforge build`) to record the last "
+                 "build")
+    directory, manifest = candidates[0]
     return _last_build(directory, manifest, board_id)
 
 
