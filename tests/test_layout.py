@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "tinyforge"
 
 # Modules at the package root that everything may use.
-BASE = {"__init__", "errors", "proc", "resources", "system", "jsonout"}
+BASE = {"__init__", "errors", "proc", "resources", "system", "jsonout", "units"}
 
 # Which layers each layer may import (its own layer is always allowed).
 ALLOWED = {

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import units
 from ..device import protocol
 from ..device.conversation import Conversation
 from ..errors import CalibrationError, DeviceError, ValidationFailed
@@ -54,8 +55,9 @@ class ValidationReport:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        lines = [f"samples        {self.samples} (reference: {self.reference})",
-                 f"exact matches  {self.exact_matches} of {self.samples}"]
+        lines = [f"samples        {units.count(self.samples)} (reference: {self.reference})",
+                 f"exact matches  {units.count(self.exact_matches)} of "
+                 f"{units.count(self.samples)}"]
         if self.max_lsb is not None:
             lines.append(f"difference     max {self.max_lsb} LSB, mean {self.mean_lsb:.4f} LSB "
                          f"(allowed {self.max_lsb_allowed} LSB)")
@@ -63,8 +65,9 @@ class ValidationReport:
         if self.top1_agreement is not None:
             lines.append(f"top-1 agree    {100 * self.top1_agreement:.1f}%")
         latency = self.latency_us
-        lines.append(f"latency        min {latency['min']:.0f} µs, median {latency['median']:.0f}"
-                     f" µs, max {latency['max']:.0f} µs (on the device)")
+        lines.append(f"latency        min {units.micros(latency['min'])}, median "
+                     f"{units.micros(latency['median'])}, max {units.micros(latency['max'])} "
+                     "(on the device)")
         for mismatch in self.mismatches[:5]:
             lines.append(f"  sample {mismatch['sample']} output {mismatch['output']}: device "
                          f"{mismatch['device'][:8]} host {mismatch['host'][:8]}")
@@ -163,13 +166,17 @@ def run(conversation: Conversation, boot: protocol.Boot, samples: list[np.ndarra
     spec = boot.inputs[0]
     batch = [[np.asarray(s, dtype=_NUMPY_TYPES[spec.dtype]).reshape(spec.shape)]
              for s in samples]
-    device = [_ask(conversation, seq, inputs[0]) for seq, inputs in enumerate(batch)]
+    device = [_ask(conversation, seq, inputs[0], boot.max_line)
+              for seq, inputs in enumerate(batch)]
     expected = reference.outputs(batch)
     return _compare(device, expected, boot, reference.name, max_lsb, max_abs)
 
 
-def _ask(conversation: Conversation, seq: int, values: np.ndarray) -> protocol.Result:
-    conversation.send(protocol.encode_input(seq, values.tobytes()))
+def _ask(conversation: Conversation, seq: int, values: np.ndarray,
+         max_line: int | None) -> protocol.Result:
+    # One IN, or chunks when the input does not fit the device's line (docs/protocol.md 3.1).
+    for line in protocol.encode_input_lines(seq, values.tobytes(), max_line):
+        conversation.send(line)
     answer = conversation.wait_for(
         lambda e: isinstance(e, (protocol.Result, protocol.DeviceErrorMessage))
         and e.seq == seq and getattr(e, "src", "host") == "host",
@@ -260,7 +267,7 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
             samples = samples_from_file(data, spec)
         else:
             samples = random_samples(spec, random_count or DEFAULT_RANDOM_SAMPLES, seed)
-        log.info("validating %d inputs against %s", len(samples), reference.name)
+        log.info("validating: sending the inputs to the board...")
         return run(conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs)
     finally:
         source.close(link)
