@@ -43,7 +43,8 @@ from . import calibration as calib
 from ._convert_child import EXIT_REPORTED
 from .accuracy import FloatReference
 
-__all__ = ["ConversionResult", "QUANTIZE_MODES", "convert", "source_kind"]
+__all__ = ["ConversionResult", "QUANTIZE_MODES", "convert", "source_kind",
+           "without_tensorflow_logs"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ _CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "1", "PYTHONUNBUFFERED": "1",
               "TF_ENABLE_ONEDNN_OPTS": "0"}
 # TensorFlow's C++ (absl) log lines, e.g. "W0000 00:00:1796156001.905745   24961 x.cc:364] ...",
 # and absl's notice before them: noise for the user, shown with -v (the debug log) only.
-_TF_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] "
+# (absl writes the seconds since the epoch where the seconds of the minute would be.)
+_TF_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
                           r"|WARNING: All log messages before absl::InitializeLog\(\)")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # HDF5 allows a user block before the signature; it is then at one of these offsets.
@@ -196,7 +198,7 @@ def _run_child(work: Path, *, source: Path, kind: str, quantize: str,
                         what="conversion")
     except ChildTimeoutError as exc:
         raise ConversionError(f"converting {source} took longer than {timeout:g} s and was "
-                              "stopped", details=_without_tf_logs(exc.details),
+                              "stopped", details=without_tensorflow_logs(exc.details),
                               hint="try fewer calibration samples, or a smaller model") from None
 
 
@@ -208,8 +210,8 @@ def _outcome(work: Path, completed: proc.Completed, source: Path) -> dict:
         return result
     if completed.returncode == EXIT_REPORTED and result and not result.get("ok"):
         raise _reported_error(result)
-    shown = [line for line in completed.output if not _TF_LOG_LINE.match(line)]
-    tail = "\n".join(f"  {line}" for line in shown[-proc.TAIL_LINES:])
+    shown = without_tensorflow_logs("\n".join(completed.output)) or ""
+    tail = "\n".join(f"  {line}" for line in shown.splitlines()[-proc.TAIL_LINES:])
     raise ConversionError(
         f"the conversion process for {source} crashed "
         f"({_describe_exit(completed.returncode)})",
@@ -217,7 +219,8 @@ def _outcome(work: Path, completed: proc.Completed, source: Path) -> dict:
         hint="TensorFlow crashed on this model; run with --verbose for its full output")
 
 
-def _without_tf_logs(text: str | None) -> str | None:
+def without_tensorflow_logs(text: str | None) -> str | None:
+    """`text` without TensorFlow's C++ log lines: what a conversion error shows the user."""
     if not text:
         return text
     return "\n".join(line for line in text.splitlines() if not _TF_LOG_LINE.match(line.strip()))
