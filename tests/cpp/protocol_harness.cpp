@@ -266,16 +266,18 @@ int Device(FILE* in, const std::string& sizes_text) {
     tensors.push_back(std::vector<int8_t>(n, 0));
     dims.push_back(std::vector<int>{1, static_cast<int>(n)});
   }
-  std::vector<tfproto::InputBuffer> buffers;
+  // Like the sketch: the assembler exists before the buffers point at the tensors (the
+  // interpreter allocates them in setup()), so it must read them when a request comes.
+  std::vector<tfproto::InputBuffer> buffers(tensors.size(), tfproto::InputBuffer{nullptr, 0});
+  tfproto::InputAssembler assembler(buffers.data(), buffers.size());
   std::vector<tfproto::TensorView> views;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    buffers.push_back({tensors[i].data(), tensors[i].size()});
+    buffers[i] = {tensors[i].data(), tensors[i].size()};
     views.push_back({tfproto::kInt8, dims[i].data(), 2, tensors[i].data(), tensors[i].size(),
                      0.5f, -3});
   }
   char buffer[HARNESS_LINE_CAPACITY];
   tfproto::LineParser parser(buffer, sizeof(buffer));
-  tfproto::InputAssembler assembler(buffers.data(), buffers.size());
   static const char kSha[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
   tfproto::BootInfo boot = {"0.1.0", "harness", kSha, 4096, 1000, 3,
                             views.data(), views.size(), views.data(), views.size(), true,

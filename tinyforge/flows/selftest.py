@@ -32,7 +32,7 @@ from typing import Callable
 from .. import __version__, units
 from ..board.profiles import Board
 from ..device import protocol
-from ..device.conversation import Conversation
+from ..device.conversation import Conversation, describe
 from ..errors import DeviceError
 from ..project.selftest import (
     INPUT_SCALE,
@@ -168,7 +168,7 @@ def _check_boot(talk: _Conversation, board: Board, started_at: float | None):
     boot = talk.next_message("BOOT", BOOT_TIMEOUT_S)
     received = time.monotonic()
     if not isinstance(boot, protocol.Boot):
-        return Step("boot", False, f"expected BOOT first, got {boot!r}"), None
+        return Step("boot", False, f"expected BOOT first, got {_short(boot)}"), None
     expected = {
         "protocol": protocol.VERSION, "board": board.id, "model_sha256": MODEL_SHA256,
         "firmware": __version__, "status": "ok",
@@ -191,7 +191,8 @@ def _check_hello(talk: _Conversation, boot) -> Step:
     talk.send(protocol.encode_hello())
     again = talk.next_message("BOOT in answer to HELLO")
     if boot is None or again != boot:
-        return Step("hello", False, f"HELLO answered with {again!r}, not the BOOT sent at start")
+        return Step("hello", False,
+                    f"HELLO answered with {_short(again)}, not the BOOT sent at start")
     return Step("hello", True, "HELLO answered with the same BOOT")
 
 
@@ -361,5 +362,6 @@ def _check_chunks(talk: _Conversation, rng: random.Random) -> Step:
 
 
 def _short(event) -> str:
-    text = repr(event)
+    # describe(), not repr(): a report line shows fields, not Python dicts and dataclasses.
+    text = describe(event)
     return text if len(text) <= 160 else text[:157] + "..."

@@ -35,7 +35,7 @@ constexpr uint32_t kAdpStoppedApplicationExit = 0x20026;
 constexpr int kVectorCount = 16 + 32;
 typedef void (*Handler)();
 
-// The Arduino core's loop: setup() once, then loop() forever.
+// What the Arduino core's main() does: setup() once, then loop() forever.
 [[noreturn]] void RunSketch() {
   setup();
   for (;;) loop();
