@@ -246,7 +246,7 @@ void HandleMessage() {
   } else if (strcmp(type, "ECHO") == 0) {
     tfproto::AnswerEcho(Write, parser);
   } else if (strcmp(type, "PROBE") == 0) {
-    host_sent_input = true;  // the demo would run on a probed interpreter
+    host_sent_input = true;  // a firmware being measured: demo results would be noise
     AnswerProbe();
   } else {
     Fail(tfproto::kErrUnknownType, kTfLiteOk, type);

@@ -647,9 +647,12 @@ void WriteLengthError(WriteFn write, uint32_t seq, size_t expected, const char* 
 }  // namespace
 
 InputAssembler::InputAssembler(const InputBuffer* inputs, size_t num_inputs)
-    : inputs_(inputs), num_inputs_(num_inputs), total_(0), state_(kIdle), seq_(0),
-      received_(0) {
-  for (size_t i = 0; i < num_inputs; ++i) total_ += inputs[i].size;
+    : inputs_(inputs), num_inputs_(num_inputs), state_(kIdle), seq_(0), received_(0) {}
+
+size_t InputAssembler::Total() const {
+  size_t total = 0;
+  for (size_t i = 0; i < num_inputs_; ++i) total += inputs_[i].size;
+  return total;
 }
 
 bool InputAssembler::Receive(WriteFn write, const LineParser& request, uint32_t* seq) {
@@ -693,11 +696,12 @@ bool InputAssembler::ReceiveWhole(WriteFn write, uint32_t seq, const char* hex,
   if (state_ == kReceiving) Abandon(write, "another input started");
   state_ = kIdle;
   // Checked before any byte is written, so a refused input changes nothing.
-  if (hex_length / 2 != total_) {
-    WriteLengthError(write, seq, total_, " bytes, got ", hex_length / 2);
+  const size_t total = Total();
+  if (hex_length / 2 != total) {
+    WriteLengthError(write, seq, total, " bytes, got ", hex_length / 2);
     return false;
   }
-  Store(0, hex, total_);
+  Store(0, hex, total);
   return true;
 }
 
@@ -731,17 +735,18 @@ bool InputAssembler::ReceiveChunk(WriteFn write, uint32_t seq, uint32_t offset, 
     WriteError(write, seq, kErrBadOffset, 0, text);
     return false;
   }
-  if (length > total_ - received_) {
+  const size_t total = Total();
+  if (length > total - received_) {
     state_ = final ? kIdle : kDiscarding;
-    WriteLengthError(write, seq, total_, " bytes, got at least ", received_ + length);
+    WriteLengthError(write, seq, total, " bytes, got at least ", received_ + length);
     return false;
   }
   Store(received_, hex, length);
   received_ += length;
   if (!final) return false;
   state_ = kIdle;
-  if (received_ != total_) {
-    WriteLengthError(write, seq, total_, " bytes, got ", received_);
+  if (received_ != total) {
+    WriteLengthError(write, seq, total, " bytes, got ", received_);
     return false;
   }
   return true;
@@ -756,7 +761,7 @@ void InputAssembler::Abandon(WriteFn write, const char* why) {
   at = AppendText(text, at, sizeof(text), " after ");
   at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(received_));
   at = AppendText(text, at, sizeof(text), " of ");
-  at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(total_));
+  at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(Total()));
   AppendText(text, at, sizeof(text), " bytes");
   WriteError(write, seq_, kErrInputIncomplete, 0, text);
 }

@@ -215,6 +215,8 @@ struct InputBuffer {
 // abandoned chunked input may have written the chunks before the failure.
 class InputAssembler {
  public:
+  // The buffers are read on every request, not copied: the sketch may point them at other
+  // tensors later (a rebuilt interpreter), as long as no input is being assembled.
   InputAssembler(const InputBuffer* inputs, size_t num_inputs);
 
   // Handles one IN request. True when it completed an input: *seq is its seq and
@@ -235,12 +237,11 @@ class InputAssembler {
   bool ReceiveWhole(WriteFn write, uint32_t seq, const char* hex, size_t hex_length);
   bool ReceiveChunk(WriteFn write, uint32_t seq, uint32_t offset, bool final,
                     const char* hex, size_t hex_length);
-  void Refuse(WriteFn write, uint32_t seq, const char* code, const char* text);
+  size_t Total() const;  // bytes of all inputs
   void Store(size_t offset, const char* hex, size_t length);
 
   const InputBuffer* inputs_;
   size_t num_inputs_;
-  size_t total_;      // bytes of all inputs
   State state_;
   uint32_t seq_;      // the input being received, or the one whose chunks are dropped
   size_t received_;   // bytes of it so far
