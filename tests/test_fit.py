@@ -55,7 +55,9 @@ def test_the_line_buffer_does_not_grow_with_the_input(models):
 
 def test_flash_counts_the_sketch_code_and_its_demo_input_array():
     info = _example()
-    report = fit.estimate(NANO, info, op_count=5, arena_bytes=5136)
+    assert fit.estimate(NANO, info, op_count=5, arena_bytes=5136).flash_sketch == \
+        fit.SKETCH_CODE_BYTES                  # no demo input: the linker drops the array
+    report = fit.estimate(NANO, info, op_count=5, arena_bytes=5136, demo_input_bytes=96)
     assert report.flash_sketch == fit.SKETCH_CODE_BYTES + 96     # kDemoInput[kInputBytes]
     assert report.flash_total == (NANO.memory["framework_flash_bytes"] + report.flash_tflm
                                   + report.flash_sketch + info.size)

@@ -89,7 +89,7 @@ def build(options: BuildOptions) -> BuildResult:
         tflm_source=tflm_root)
     # The project as it was, for the report: the arena measurement may write it first.
     before = writer.plan(project_dir, firmware.project_files(inputs), overwrite=options.overwrite)
-    _device_arena(prepared, board, tflm_root, options, project_dir)
+    _device_arena(prepared, board, tflm_root, options, project_dir, len(demo or b""))
     inputs = dataclasses.replace(inputs, arena=prepared.arena)
     files = firmware.project_files(inputs)
     plan = writer.write(project_dir, files, firmware.manifest(inputs), overwrite=options.overwrite)
@@ -106,8 +106,9 @@ def build(options: BuildOptions) -> BuildResult:
 
 
 def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_root: Path | None,
-                  options: BuildOptions, project_dir: Path) -> None:
-    """Replace the host arena estimate by a measurement on the emulated Cortex-M4 if possible."""
+                  options: BuildOptions, project_dir: Path, demo_bytes: int) -> None:
+    """Replace the host arena estimate by a measurement on the emulated Cortex-M4 if possible,
+    and estimate the fit of the firmware as it will be built (its demo input included)."""
     from . import device_arena
 
     # For the emulated board itself, measuring in the project compiles TFLM once for both
@@ -115,11 +116,9 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
     measure_in = project_dir if board.id == device_arena.MEASURE_BOARD else None
     plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in,
                                overwrite=options.overwrite)
-    if plan is prepared.arena:
-        return
     prepared.arena = plan
     prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
-                                arena_bytes=plan.arena_bytes)
+                                arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes)
     if not options.force:
         fit.check(prepared.fit, board, prepared.info.name)
 

@@ -34,8 +34,8 @@ INPUT_BUFFER_BYTES = 8
 # The sketch's own code and constants (main.cpp, the protocol in tf_protocol.cpp, the tables of
 # model_settings.cpp), as linked: 8,748 B for the bundled gesture model on qemu-m4 (main
 # 2,737 B, protocol 5,833 B, settings 178 B; tests/test_qemu_models.py reads the linker map),
-# rounded up. The board runtime layer belongs to the framework figure. Besides it the sketch
-# holds its demo input in flash: kDemoInput is as large as the inputs, zeros without one.
+# rounded up. The board runtime layer belongs to the framework figure. A demo input adds its
+# bytes (kDemoInput); without one the linker drops the array with the code that reads it.
 SKETCH_CODE_BYTES = 9_000
 
 
@@ -112,15 +112,17 @@ def sketch_ram(board: Board, info: ModelInfo, op_count: int) -> dict[str, int]:
     }
 
 
-def estimate(board: Board, info: ModelInfo, *, op_count: int, arena_bytes: int) -> FitReport:
-    """The flash and RAM the firmware for `info` needs on `board`, part by part."""
+def estimate(board: Board, info: ModelInfo, *, op_count: int, arena_bytes: int,
+             demo_input_bytes: int = 0) -> FitReport:
+    """The flash and RAM the firmware for `info` needs on `board`, part by part
+    (`demo_input_bytes`: the built-in demo input, if the firmware has one)."""
     tflm = board.tflm
     ram_parts = sketch_ram(board, info, op_count)
     return FitReport(
         flash_limit=board.flash_bytes,
         flash_framework=board.memory["framework_flash_bytes"],
         flash_tflm=tflm["flash_base_bytes"] + tflm["flash_per_op_bytes"] * op_count,
-        flash_sketch=SKETCH_CODE_BYTES + sum(t.byte_size for t in info.inputs),
+        flash_sketch=SKETCH_CODE_BYTES + demo_input_bytes,
         flash_model=info.size,
         ram_limit=board.ram_bytes,
         ram_framework=board.memory["framework_ram_bytes"],
