@@ -69,3 +69,19 @@ def test_usage_lines_are_read_from_platformios_report():
     watcher("Flash: [=         ]  14.0% (used 137624 bytes from 983040 bytes)")
     assert (report.ram_used, report.ram_total) == (19660, 262144)
     assert (report.flash_used, report.flash_total) == (137624, 983040)
+
+
+def test_platformios_own_lines_stay_behind_verbose(caplog):
+    on_line = pio.progress_logger("build")
+    lines = [f"Compiling .pio/build/x/src/f{i}.cpp.o" for i in range(pio.PROGRESS_EVERY_FILES)]
+    lines += ["Linking .pio/build/qemu-m4/firmware.elf",
+              "RAM:   [========= ]  91.8% (used 240756 bytes from 262144 bytes)",
+              "Flash: [=         ]   8.9% (used 87376 bytes from 983040 bytes)",
+              "src/main.cpp:3:1: error: something"]
+    with caplog.at_level("DEBUG", logger="tinyforge"):
+        for line in lines:
+            on_line(line)
+    shown = [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"]
+    assert shown == [f"  build: {pio.PROGRESS_EVERY_FILES} files compiled..."]
+    debug = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "DEBUG")
+    assert "91.8%" in debug and "Linking" in debug       # all of it with -v

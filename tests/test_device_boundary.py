@@ -666,8 +666,9 @@ def test_flash_hands_everything_to_monitor_in_order(handover_project, marked_env
     result = cli(marked_env, "flash", "--project-dir", handover_project, "--monitor", "--json",
                  "--count", "3", "--timeout", "30", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    # (The line flash prints itself is the `output` branch's business: JSON-only stdout.)
-    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert [e["type"] for e in events] == ["log", "boot", "result", "result", "result"], events
-    assert events[0]["text"] == "handover firmware starting"
-    assert [e["seq"] for e in events[2:]] == [0, 1, 2]
+    # One JSON object per line: flash's own result first, then everything the firmware sent.
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["flash", "log", "boot", "result", "result",
+                                           "result"], events
+    assert events[1]["text"] == "handover firmware starting"
+    assert [e["seq"] for e in events[3:]] == [0, 1, 2]

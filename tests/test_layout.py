@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tinyforge"
 
 # Modules at the package root that everything may use.
 BASE = {"__init__", "errors", "interrupts", "proc", "resources", "system", "jsonout", "storage",
-        "userfiles"}
+        "units", "userfiles"}
 
 # Which layers each layer may import (its own layer is always allowed).
 ALLOWED = {

@@ -42,6 +42,8 @@ from tinyforge.device.protocol import (
     encode_echo,
     encode_hello,
     encode_input,
+    encode_input_chunk,
+    encode_input_lines,
     format_float,
 )
 
@@ -370,14 +372,14 @@ def test_boot_messages(harness):
         f"boot 0.1.0 nano33ble {sha} 8192 5348 5 ok "
         f"int8:{bits(0.003921569)}:-128:1x32x3,float32:{bits(0)}:0: "
         f"int8:{bits(0.00390625)}:-128:1x3,int16:{bits(1 / 3)}:0:2x2x2x2",
-        f"boot 0.1.0 qemu-m4 {sha} 100 0 2 error - -")
+        f"boot 0.1.0 qemu-m4 {sha} 100 0 2 error - - 512")
     assert decode(out) == [
         Boot(1, "0.1.0", "nano33ble", sha, 8192, 5348, 5,
              [TensorSpec("int8", (1, 32, 3), 0.003921569, -128), TensorSpec("float32", (), 0, 0)],
              [TensorSpec("int8", (1, 3), 0.00390625, -128),
               TensorSpec("int16", (2, 2, 2, 2), float(format_float(f32(1 / 3))), 0)],
              "ok"),
-        Boot(1, "0.1.0", "qemu-m4", sha, 100, 0, 2, [], [], "error"),
+        Boot(1, "0.1.0", "qemu-m4", sha, 100, 0, 2, [], [], "error", max_line=512),
     ]
     assert decode(out)[0].ok and not decode(out)[1].ok
 
@@ -400,16 +402,19 @@ def test_err_and_echo_messages(harness):
 DOC_SHA = hashlib.sha256(b"tinyforge protocol example model").hexdigest()
 DOC_DEVICE_COMMANDS = [
     f"boot 0.1.0 nano33ble {DOC_SHA} 8192 5348 5 ok int8:{bits(0.0039215689)}:-128:1x32x3 "
-    f"int8:{bits(0.00390625)}:-128:1x3",
+    f"int8:{bits(0.00390625)}:-128:1x3 512",
     res_command(7, "host", 2713, [("int8", 0.00390625, -128, [-128, -121, 120])]),
     res_command(12, "demo", 1830, [("float32", 0.0, 0, [0.25, -1.5e-5, 31.41593])]),
     "err 8 BAD_LENGTH 0 " + b"expected 96 bytes, got 95 bytes".hex(),
     "echo 1 00017f80ff",
-    f"boot 0.1.0 nano33ble {DOC_SHA} 8192 0 5 error - -",
+    "err 9 BAD_OFFSET 0 " + b"expected offset=4, got offset=6".hex(),
+    f"boot 0.1.0 nano33ble {DOC_SHA} 8192 0 5 error - - 512",
     "err - ALLOCATE_FAILED 1 " + b"AllocateTensors() failed: arena too small or op missing".hex(),
 ]
 DOC_HOST_LINES = [encode_hello(), encode_input(8, bytes(range(6))),
-                  encode_echo(1, bytes([0, 1, 0x7F, 0x80, 0xFF]))]
+                  encode_echo(1, bytes([0, 1, 0x7F, 0x80, 0xFF])),
+                  encode_input_chunk(9, 0, bytes(range(4)), final=False),
+                  encode_input_chunk(9, 4, bytes([4, 5]), final=True)]
 
 
 def test_doc_device_examples_are_byte_for_byte_what_the_firmware_writes(harness):
@@ -427,9 +432,10 @@ def test_doc_host_examples_are_what_the_host_writes_and_the_device_accepts(harne
     for line in DOC_HOST_LINES:
         assert line.endswith(b"\n") and line[:-1].decode() in doc_lines
     replies = harness.device(b"".join(DOC_HOST_LINES), sizes=(6,))
-    assert [type(r) for r in replies] == [Boot, Result, Echo]
+    assert [type(r) for r in replies] == [Boot, Result, Echo, Result]
     assert replies[1].seq == 8 and replies[1].outputs[0].q == [0, 1, 2, 3, 4, 5]
     assert replies[2] == Echo(1, bytes([0, 1, 0x7F, 0x80, 0xFF]))
+    assert replies[3].seq == 9 and replies[3].outputs == replies[1].outputs
 
 
 def test_every_doc_line_is_a_valid_message():
@@ -460,7 +466,7 @@ def test_device_answers_python_encoded_messages(harness):
     assert boot == Boot(1, "0.1.0", "harness", HARNESS_SHA, 4096, 1000, 3,
                         [TensorSpec("int8", (1, 5), 0.5, -3), TensorSpec("int8", (1, 3), 0.5, -3)],
                         [TensorSpec("int8", (1, 5), 0.5, -3), TensorSpec("int8", (1, 3), 0.5, -3)],
-                        "ok")
+                        "ok", max_line=LINE_CAPACITY - 1)
     as_int8 = list(struct.unpack("8b", data))
     assert result == Result(42, "host", 0, [
         OutputValues(as_int8[:5], [(q - HARNESS_ZERO_POINT) * HARNESS_SCALE for q in as_int8[:5]]),
@@ -480,6 +486,204 @@ def test_failed_input_leaves_the_inputs_unchanged(harness):
     assert bad_hex == DeviceErrorMessage(2, "BAD_MESSAGE", 0, "IN needs data=<lower-case hex>")
     assert bad_length == DeviceErrorMessage(3, "BAD_LENGTH", 0, "expected 8 bytes, got 9 bytes")
     assert run.src == "demo" and run.outputs == first.outputs
+
+
+# --- inputs in chunks (docs/protocol.md, section 3.1) -------------------------------------
+
+INPUT = bytes([1, 2, 0xFF, 0x80, 0x7F, 9, 10, 11])     # fills INPUT_SIZES (5 + 3 bytes)
+
+
+def chunk(seq: int, start: int, end: int, data: bytes = INPUT, *, final: bool | None = None):
+    return encode_input_chunk(seq, start, data[start:end],
+                              final=end >= len(data) if final is None else final)
+
+
+def as_outputs(data: bytes) -> list[list[int]]:
+    """The q values the harness device answers for inputs holding `data`."""
+    values = list(struct.unpack(f"{len(data)}b", data))
+    return [values[:INPUT_SIZES[0]], values[INPUT_SIZES[0]:]]
+
+
+def errors(replies: list) -> list[tuple]:
+    return [(r.seq, r.code, r.msg) for r in replies if isinstance(r, DeviceErrorMessage)]
+
+
+def test_chunks_in_order_fill_the_inputs_across_tensor_boundaries(harness):
+    # Chunks of 3 bytes: the second one spans the end of input 0 and the start of input 1.
+    replies = harness.device(chunk(4, 0, 3) + chunk(4, 3, 6) + chunk(4, 6, 6, final=False)
+                             + chunk(4, 6, 8) + encode_input(5, INPUT[::-1]))
+    first, second = replies
+    assert first.seq == 4 and [o.q for o in first.outputs] == as_outputs(INPUT)
+    assert second.seq == 5 and [o.q for o in second.outputs] == as_outputs(INPUT[::-1])
+
+
+def test_the_host_sends_chunks_only_when_a_whole_input_does_not_fit(harness):
+    data = bytes(random.Random(5).randrange(256) for _ in range(300))
+    max_line = LINE_CAPACITY - 1
+    lines = encode_input_lines(7, data, max_line)
+    assert len(lines) > 4
+    assert all(len(line) - 1 <= max_line for line in lines)
+    assert max(len(line) for line in lines) - 1 >= max_line - 2   # as long as allowed
+    result = only(harness.device(b"".join(lines), sizes=(300,)))
+    assert result.seq == 7 and result.outputs[0].q == list(struct.unpack("300b", data))
+    # Whole when it fits, and always for a firmware that does not say (no max_line in BOOT).
+    assert encode_input_lines(7, data[:20], max_line) == [encode_input(7, data[:20])]
+    assert encode_input_lines(7, data, None) == [encode_input(7, data)]
+    with pytest.raises(ValueError):
+        encode_input_lines(7, data, 40)        # not even one byte per chunk
+
+
+def test_a_missing_chunk_is_refused_once_and_the_rest_of_its_input_ignored(harness):
+    replies = harness.device(chunk(4, 0, 3) + chunk(4, 6, 8) + encode_input(5, INPUT)
+                             + chunk(6, 0, 3) + chunk(6, 6, 7, final=False) + chunk(6, 7, 8)
+                             + encode_input(8, INPUT))
+    assert errors(replies) == [(4, "BAD_OFFSET", "expected offset=3, got offset=6"),
+                               (6, "BAD_OFFSET", "expected offset=3, got offset=6")]
+    # Nothing answers the ignored chunks: the next answers are the next inputs'.
+    assert [r.seq for r in replies if isinstance(r, Result)] == [5, 8]
+    assert len(replies) == 4
+
+
+def test_chunks_out_of_order_or_repeated_are_refused(harness):
+    replies = harness.device(
+        chunk(4, 3, 6)                                   # no input in progress
+        + chunk(4, 0, 3) + chunk(4, 3, 6) + chunk(4, 6, 8)   # a fresh start works
+        + chunk(5, 0, 3) + chunk(5, 3, 6) + chunk(5, 3, 6) + chunk(5, 6, 8))  # repeated
+    assert errors(replies) == [
+        (4, "BAD_OFFSET", "no input in progress for this seq (start at offset=0)"),
+        (5, "BAD_OFFSET", "expected offset=6, got offset=3")]
+    assert [r.seq for r in replies if isinstance(r, Result)] == [4]
+
+
+def test_chunks_past_the_inputs_or_short_of_them_are_bad_length(harness):
+    replies = harness.device(
+        encode_input(1, INPUT)
+        + encode_input_chunk(2, 0, INPUT + b"\0", final=True)      # one byte too many
+        + with_crc("!tf1 RUN")                                   # the inputs are unchanged
+        + chunk(3, 0, 5) + encode_input_chunk(3, 5, b"\0" * 4, final=False)
+        + chunk(3, 9, 10, final=True)                            # ignored: 3 already failed
+        + chunk(4, 0, 6, final=True))                            # final, 2 bytes short
+    assert errors(replies) == [
+        (2, "BAD_LENGTH", "expected 8 bytes, got at least 9 bytes"),
+        (3, "BAD_LENGTH", "expected 8 bytes, got at least 9 bytes"),
+        (4, "BAD_LENGTH", "expected 8 bytes, got 6 bytes")]
+    run = [r for r in replies if isinstance(r, Result) and r.src == "demo"]
+    assert [o.q for o in run[0].outputs] == as_outputs(INPUT)
+
+
+@pytest.mark.parametrize("fields", [
+    "offset=0 data=00",                     # offset without final
+    "final=1 data=00",                      # final without offset
+    "offset=0 final=2 data=00",
+    "offset=0 final=yes data=00",
+    "offset=-1 final=0 data=00",
+    "offset=4294967296 final=0 data=00",
+    "offset=0 final=1 data=0g",
+])
+def test_malformed_chunks_are_bad_message(harness, fields):
+    error = only(harness.device(with_crc(f"!tf1 IN seq=3 {fields}")))
+    assert (error.seq, error.code) == (3, "BAD_MESSAGE"), error
+
+
+def test_a_second_input_before_the_first_completes_drops_the_first(harness):
+    replies = harness.device(
+        chunk(1, 0, 3) + chunk(2, 0, 3) + chunk(1, 3, 6) + chunk(2, 3, 8)
+        + chunk(3, 0, 5) + encode_input(4, INPUT[::-1]))
+    assert errors(replies) == [
+        (1, "INPUT_INCOMPLETE", "another input started after 3 of 8 bytes"),
+        (1, "BAD_OFFSET", "no input in progress for this seq (start at offset=0)"),
+        (3, "INPUT_INCOMPLETE", "another input started after 5 of 8 bytes")]
+    results = [r for r in replies if isinstance(r, Result)]
+    assert [r.seq for r in results] == [2, 4]
+    assert [o.q for o in results[0].outputs] == as_outputs(INPUT)
+    assert [o.q for o in results[1].outputs] == as_outputs(INPUT[::-1])
+
+
+def test_an_input_dropped_by_the_firmware_is_answered_and_its_rest_ignored(harness):
+    # DROP does what a PROBE does to an input in progress (the interpreter is rebuilt).
+    replies = harness.device(with_crc("!tf1 DROP") + chunk(1, 0, 3) + with_crc("!tf1 DROP")
+                             + chunk(1, 3, 6) + chunk(1, 6, 8) + encode_input(2, INPUT))
+    assert errors(replies) == [(1, "INPUT_INCOMPLETE", "dropped after 3 of 8 bytes")]
+    assert [r.seq for r in replies if isinstance(r, Result)] == [2]
+
+
+class AssemblerModel:
+    """docs/protocol.md section 3.1, written down in Python: the answers a device gives."""
+
+    def __init__(self, total: int):
+        self.total, self.state, self.seq, self.received = total, "idle", 0, 0
+        self.inputs = bytearray(total)
+
+    def whole(self, seq: int, data: bytes) -> list[tuple]:
+        answers = self._abandon()
+        self.state = "idle"
+        if len(data) != self.total:
+            return answers + [(seq, "BAD_LENGTH")]
+        self.inputs[:] = data
+        return answers + [(seq, "RES", bytes(self.inputs))]
+
+    def chunk(self, seq: int, offset: int, data: bytes, final: bool) -> list[tuple]:
+        answers = []
+        if offset == 0:
+            answers = self._abandon()
+            self.state, self.seq, self.received = "receiving", seq, 0
+        elif self.state == "discarding" and seq == self.seq:
+            self.state = "idle" if final else "discarding"
+            return []
+        elif not (self.state == "receiving" and seq == self.seq and offset == self.received):
+            if self.state != "receiving" or seq == self.seq:
+                self.state, self.seq = ("idle" if final else "discarding"), seq
+            return [(seq, "BAD_OFFSET")]
+        if len(data) > self.total - self.received:
+            self.state = "idle" if final else "discarding"
+            return answers + [(seq, "BAD_LENGTH")]
+        self.inputs[self.received:self.received + len(data)] = data
+        self.received += len(data)
+        if not final:
+            return answers
+        self.state = "idle"
+        if self.received != self.total:
+            return answers + [(seq, "BAD_LENGTH")]
+        return answers + [(seq, "RES", bytes(self.inputs))]
+
+    def _abandon(self) -> list[tuple]:
+        if self.state != "receiving":
+            return []
+        self.state = "discarding"
+        return [(self.seq, "INPUT_INCOMPLETE")]
+
+
+def test_device_assembles_random_chunk_streams_exactly_as_specified(harness):
+    """Differential fuzzing against the spec: random whole and chunked inputs, with missing,
+    repeated, foreign and oversized chunks, get exactly the answers AssemblerModel gives, and
+    every RES carries exactly the bytes the spec says the inputs hold."""
+    rng = random.Random(99)
+    total = sum(INPUT_SIZES)
+    model = AssemblerModel(total)
+    stream, expected = [], []
+    for _ in range(2000):
+        seq = rng.randrange(6)                  # few seqs, so they collide
+        data = rng.randbytes(rng.choice([0, 1, 2, 3, 5, 8, 9]))
+        if rng.random() < 0.1:
+            stream.append(encode_input(seq, data))
+            expected += model.whole(seq, data)
+            continue
+        offset = rng.choice([0, 0, model.received, model.received, rng.randrange(12)])
+        final = rng.random() < 0.3
+        stream.append(encode_input_chunk(seq, offset, data, final=final))
+        expected += model.chunk(seq, offset, data, final)
+    replies = harness.device(b"".join(stream))
+    got = []
+    for reply in replies:
+        if isinstance(reply, Result):
+            got.append((reply.seq, "RES", struct.pack(f"{total}b", *(q for o in reply.outputs
+                                                                       for q in o.q))))
+        else:
+            got.append((reply.seq, reply.code))
+    assert got == expected
+    kinds = {answer[1] for answer in expected}
+    assert kinds == {"RES", "BAD_OFFSET", "BAD_LENGTH", "INPUT_INCOMPLETE"}
+    assert sum(answer[1] == "RES" for answer in expected) > 50
 
 
 def _host_cases() -> list[tuple[str, bytes, object, str | None]]:

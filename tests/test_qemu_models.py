@@ -9,14 +9,20 @@ the library's 211 files compile once per project.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from qemu_support import require_emulator, seeded_core, write_project
 
 from tinyforge.board import profiles
+from tinyforge.device import emulator, protocol
+from tinyforge.device.conversation import Conversation
 from tinyforge.errors import DoesNotFitError
+from tinyforge.model import fit
 from tinyforge.toolchain import pio
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,13 +40,23 @@ def test_bundled_example_runs_on_qemu_and_matches_host_tflm(tinyforge, tflm_tree
                                                             tmp_path_factory, cli_env):
     require_emulator()
     env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(seeded_core(tmp_path_factory)))
-    built = json.loads(tinyforge("build", "--board", "qemu-m4", "--tflm", tflm_tree,
-                                 "--project-dir", qemu_project, "--json", env=env,
-                                 timeout=1800, check_rc=0).stdout)
+    run = tinyforge("build", "--board", "qemu-m4", "--tflm", tflm_tree, "--project-dir",
+                    qemu_project, "--json", env=env, timeout=1800, check_rc=0)
+    built = json.loads(run.stdout)
+    # A new project: every file is new, although the arena measurement wrote it first.
+    assert set(built["files"].values()) == {"create"}
+    # PlatformIO's own lines stay behind -v; above all the measurement build's RAM bar, which
+    # is nearly all the RAM on purpose.
+    assert not [line for line in run.stderr.splitlines()
+                if line.strip().startswith(("Linking", "RAM:", "Flash:"))], run.stderr
     arena = built["arena"]
     assert arena["source"] == "device"
     assert arena["device"]["minimum_bytes"] < arena["host"]["minimum_bytes"]
     assert built["build"]["flash_used"] < 983_040 and built["build"]["ram_used"] < 262_144
+    # The bundled example has a demo input: its 96 bytes are linked and estimated.
+    elf = Path(built["build"]["firmware"])
+    assert _linked_bytes(elf.with_suffix(".map"))["model_settings.o"] > 96
+    assert built["fit"]["flash_sketch"] == fit.SKETCH_CODE_BYTES + 96
     report = json.loads(tinyforge("validate", "--project-dir", qemu_project, "--data",
                                   EXAMPLE / "calibration.npz", "--json", env=env,
                                   check_rc=0).stdout)
@@ -120,6 +136,48 @@ def _as_platformio_downloaded_it(tflm_tree: Path, project: Path, board) -> Path:
     (copy / ".piopm").write_text(json.dumps({"type": "library", "name": board.tflm["library"],
                                              "version": "2.0.0+sha.46da2f9", "spec": spec}))
     return copy
+def _answer(talk: Conversation, lines: list[bytes], seq: int) -> protocol.Result:
+    for line in lines:
+        talk.send(line)
+    answer = talk.wait_for(lambda e: isinstance(e, (protocol.Result, protocol.DeviceErrorMessage))
+                           and e.seq == seq, timeout=30, what=f"answer to IN seq={seq}")
+    assert isinstance(answer, protocol.Result), answer
+    return answer
+
+
+def _object_statics(obj: Path) -> dict[str, int]:
+    """Size of every variable in static RAM (.bss/.data) an object file defines."""
+    nm = shutil.which("arm-none-eabi-nm")
+    out = subprocess.run([nm, "-S", "-C", obj], capture_output=True, text=True, check=True).stdout
+    sizes = {}
+    for line in out.splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) == 4 and parts[2] in "bBdD":
+            sizes[parts[3].replace("(anonymous namespace)::", "")] = int(parts[1], 16)
+    return sizes
+
+
+def _linked_bytes(map_file: Path) -> dict[str, int]:
+    """Flash bytes each object contributes to the linked firmware, from the linker map."""
+    text = map_file.read_text()
+    text = text[text.index("Linker script and memory map"):]
+    flash_sections = (".text", ".rodata", ".data", ".init_array")
+    sizes: dict[str, int] = defaultdict(int)
+    output, pending = None, False
+    for line in text.splitlines():
+        if (header := re.match(r"^(\.[\w.]+)(\s|$)", line)):
+            output, pending = header.group(1), False
+            continue
+        if output not in flash_sections:
+            continue
+        if (entry := re.match(r"^ \S+\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+)", line)):
+            sizes[Path(entry.group(2)).name] += int(entry.group(1), 16)
+        elif re.match(r"^ \S+$", line):
+            pending = True              # a long section name: its figures are on the next line
+        elif pending and (entry := re.match(r"^\s+0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+)", line)):
+            sizes[Path(entry.group(2)).name] += int(entry.group(1), 16)
+            pending = False
+    return sizes
 
 
 @pytest.mark.slow
@@ -179,3 +237,58 @@ def test_a_qemu_project_measures_and_builds_with_its_own_downloaded_library(
     report = json.loads(tinyforge("validate", "--project-dir", project, "--random", "8",
                                   "--json", env=env, check_rc=0).stdout)
     assert report["exact_matches"] == 8, report["mismatches"]
+def test_a_96x96_input_travels_in_chunks_and_matches_host_tflm(tinyforge, tflm_tree, models,
+                                                               qemu_project, tmp_path_factory,
+                                                               cli_env):
+    require_emulator()
+    env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(seeded_core(tmp_path_factory)))
+    built = json.loads(tinyforge("build", "--board", "qemu-m4", "--tflm", tflm_tree,
+                                 "--model", models / "image96_int8.tflite", "--project-dir",
+                                 qemu_project, "--json", env=env, timeout=1800,
+                                 check_rc=0).stdout)
+    input_bytes = 96 * 96
+    elf = Path(built["build"]["firmware"])
+    with emulator.launch(elf) as link:
+        talk = Conversation(link)
+        boot = talk.wait_for(lambda e: isinstance(e, protocol.Boot), timeout=15, what="BOOT")
+        assert boot.max_line == fit.HOST_LINE_BYTES == 512
+        sample = bytes(range(256)) * (input_bytes // 256)
+        lines = protocol.encode_input_lines(1, sample, boot.max_line)
+        assert len(lines) > 30 and all(len(line) - 1 <= boot.max_line for line in lines)
+        first = _answer(talk, lines, 1)
+        # The whole input as one line, as firmware before chunked IN took it: 18 KB of hex is
+        # far too long for the line buffer now.
+        talk.send(protocol.encode_input(2, sample))
+        refused = talk.wait_for(lambda e: isinstance(e, protocol.DeviceErrorMessage),
+                                timeout=15, what="ERR")
+        assert refused.code == "LINE_TOO_LONG"
+        # A PROBE whose arena is too small fails, and the firmware still answers inputs:
+        # it rebuilt its interpreter on the whole arena.
+        talk.send(protocol.encode("PROBE", arena=1024))
+        probe = talk.wait_for(lambda e: isinstance(e, protocol.OtherMessage)
+                              and e.type == "ARENA", timeout=15, what="ARENA")
+        assert probe.fields["status"] == "error"
+        again = _answer(talk, protocol.encode_input_lines(3, sample, boot.max_line), 3)
+        assert again.outputs == first.outputs
+    report = json.loads(tinyforge("validate", "--project-dir", qemu_project, "--random", "12",
+                                  "--json", env=env, check_rc=0).stdout)
+    assert report["samples"] == 12
+    assert report["exact_matches"] == 12, report["mismatches"]
+
+    # The estimate's sketch figures are what this firmware really declares and links.
+    objects = elf.parent / "src"
+    statics = _object_statics(objects / "main.o")
+    parts = built["fit"]["ram_sketch_parts"]
+    assert statics.pop("line_buffer") == parts["line_buffer"] == fit.HOST_LINE_BYTES + 1
+    assert statics.pop("interpreter_storage") == parts["interpreter"]
+    assert statics.pop("resolver") == parts["resolver"]
+    assert statics.pop("tensor_arena") == built["arena"]["arena_bytes"]
+    assert _object_statics(objects / "tf_protocol.o") == {}    # the protocol keeps no state
+    state = sum(statics.values())
+    assert state <= parts["protocol_state"] < state + 32, statics
+    linked = _linked_bytes(elf.with_suffix(".map"))
+    sketch = linked["main.o"] + linked["tf_protocol.o"] + linked["model_settings.o"]
+    assert linked["model_settings.o"] < 1024      # no demo input: its array is not linked
+    flash_sketch = built["fit"]["flash_sketch"]
+    assert flash_sketch == fit.SKETCH_CODE_BYTES
+    assert flash_sketch - 1500 < sketch <= flash_sketch, (sketch, flash_sketch)

@@ -169,3 +169,41 @@ def test_rendered_project_passes_platformio_check_for_every_board(in_process, mo
         config = _pio_config(project, in_process)
         assert config.returncode == 0, config.stdout + config.stderr
         assert f"env:{board.id}" in config.stdout
+
+
+def test_the_report_compares_with_the_project_before_the_build(tmp_path):
+    """A measurement render in between (qemu-m4's arena build writes the user's project)
+    must not turn a new file into 'identical' or an unchanged one into 'update'."""
+    from tinyforge.project import writer
+    root = tmp_path / "p"
+    final = {"a.h": b"arena 2912\n", "b.cpp": b"same\n"}
+    measurement = {"a.h": b"arena 238528\n", "b.cpp": b"same\n"}
+    before = writer.plan(root, final)
+    writer.write(root, measurement, {})
+    after = writer.write(root, final, {})
+    assert after.actions == {"a.h": "update", "b.cpp": "identical"}    # against the measurement
+    assert writer.actions_since(before, final, after) == {"a.h": "create", "b.cpp": "create"}
+    # Built again from the same model: nothing changed since before this build.
+    before = writer.plan(root, final)
+    writer.write(root, measurement, {})
+    after = writer.write(root, final, {})
+    assert writer.actions_since(before, final, after) == {"a.h": "identical",
+                                                          "b.cpp": "identical"}
+    # Another arena: the header is an update, whatever the measurement did in between.
+    changed = dict(final, **{"a.h": b"arena 3008\n"})
+    before = writer.plan(root, changed)
+    writer.write(root, measurement, {})
+    after = writer.write(root, changed, {})
+    assert writer.actions_since(before, changed, after) == {"a.h": "update", "b.cpp": "identical"}
+
+
+def test_the_line_buffer_is_one_host_message_for_every_model(tinyforge, models, tmp_path):
+    from tinyforge.model.fit import HOST_LINE_BYTES
+    for model in ("conv_int8.tflite", "image96_int8.tflite"):
+        project = tmp_path / model
+        _render(tinyforge, models / model, project)
+        settings = (project / "src" / "model_settings.h").read_text()
+        assert f"constexpr size_t kMaxLineLength = {HOST_LINE_BYTES};" in settings
+        sketch = (project / "src" / "main.cpp").read_text()
+        assert "char line_buffer[kMaxLineLength + 1];" in sketch
+        assert "reinterpret_cast" not in sketch     # TFLM's int dims are used as they are

@@ -95,7 +95,7 @@ def test_selftest_builds_offline_runs_in_qemu_and_passes(board, tmp_path_factory
     failed = [(s.name, s.detail) for s in report.steps if not s.ok]
     assert report.passed, failed
     assert [s.name for s in report.steps] == ["boot", "hello", "echo", "errors", "timer",
-                                              "inference"]
+                                              "inference", "chunks"]
     assert not [line for line in lines if "Installing" in line]
     assert report.build["flash_used"] < board.flash_bytes
     figures = {s.name: s.figures for s in report.steps}

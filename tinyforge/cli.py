@@ -12,8 +12,8 @@ import importlib
 import logging
 import sys
 
-from . import __version__
-from .errors import EXIT_INTERRUPTED, TinyforgeError
+from . import __version__, jsonout
+from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, TinyforgeError
 from .interrupts import INTERRUPTS, settle
 
 # Order is the order of `tinyforge --help`.
@@ -23,12 +23,18 @@ COMMANDS = ("build", "inspect", "boards", "doctor", "setup", "flash", "monitor",
 log = logging.getLogger("tinyforge")
 
 
+class _UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on usage errors; in tinyforge's contract 2 means a device error."""
 
     def error(self, message: str):
-        self.print_usage(sys.stderr)
-        self.exit(1, f"error: {message}\nhint: run `{self.prog} --help` for the options\n")
+        raise _UsageError(self, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,23 +61,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run one command; its exit status. Ctrl-C propagates (run_module)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except _UsageError as usage:
+        return _usage_error(usage, json_output="--json" in argv)
     if not args.command:
         parser.print_help()
         return 0
     args.verbose = args.verbose or args.global_verbose
     args.quiet = args.quiet or args.global_quiet
     _configure_logging(args)
+    json_output = bool(getattr(args, "json", False))
     try:
         return args.run(args)
     except TinyforgeError as error:
         _report(error, verbose=args.verbose)
+        if json_output:
+            _report_json(error, lines=getattr(args, "json_lines", False))
         return error.exit_code
+    except KeyboardInterrupt:
+        # run_module stops the children and exits 130; stdout still gets its JSON document.
+        if json_output:
+            jsonout.emit(jsonout.error_object("Interrupted", "interrupted",
+                                              exit_code=EXIT_INTERRUPTED),
+                         lines=getattr(args, "json_lines", False))
+        raise
     except BrokenPipeError:
         # `tinyforge ... --json | head` closed the pipe; not our failure.
         sys.stderr.close()
         return 0
+    except Exception:
+        # A bug: the traceback goes to stderr as usual, and stdout still holds valid JSON.
+        if json_output:
+            jsonout.emit(jsonout.error_object(
+                "InternalError", "tinyforge failed unexpectedly (this is a bug)",
+                hint="please report it with the traceback tinyforge printed on stderr",
+                exit_code=1), lines=getattr(args, "json_lines", False))
+        raise
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -82,6 +110,27 @@ def _configure_logging(args: argparse.Namespace) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def _usage_error(usage: _UsageError, *, json_output: bool) -> int:
+    usage.parser.print_usage(sys.stderr)
+    hint = f"run `{usage.parser.prog} --help` for the options"
+    print(f"error: {usage.message}\nhint: {hint}", file=sys.stderr)
+    if json_output:
+        jsonout.emit(jsonout.error_object("UsageError", usage.message, hint=hint,
+                                          exit_code=EXIT_USER_ERROR))
+    return EXIT_USER_ERROR
+
+
+def _report_json(error: TinyforgeError, *, lines: bool) -> None:
+    """The error as a JSON object on stdout: the only document of a one-document command
+    (a partial result such as validate's report goes beside it in the same object), or the
+    last line of a JSON-lines stream (monitor)."""
+    data = jsonout.error_object(type(error).__name__, error.message, details=error.details,
+                                hint=error.hint, exit_code=error.exit_code)
+    if error.result is not None:
+        data = dict(error.result, **data)
+    jsonout.emit(data, lines=lines)
 
 
 def _report(error: TinyforgeError, *, verbose: bool) -> None:

@@ -20,6 +20,9 @@ class TinyforgeError(Exception):
     """Root of every error tinyforge reports to the user."""
 
     exit_code = EXIT_USER_ERROR
+    # What the command found before it failed (validate's report): with --json it is printed
+    # together with the error object (docs/cli.md).
+    result: dict | None = None
 
     def __init__(self, message: str, *, hint: str | None = None, details: str | None = None):
         super().__init__(message)

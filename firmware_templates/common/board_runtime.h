@@ -20,9 +20,17 @@ int BoardSerialRead();
 // A free-running microsecond counter (wraps after ~71 minutes).
 uint32_t BoardMicros();
 
-// The Arduino entry points. Boards without the Arduino core get a main() from
-// their runtime layer that calls setup() once and loop() forever.
-void setup();
-void loop();
+// The Arduino entry points, declared as ArduinoCore-API's Common.h declares them
+// (C linkage), so a file may include this header before or after Arduino.h.
+// Boards without the Arduino core get a start-up from their runtime layer that
+// calls setup() once and loop() forever.
+#ifdef __cplusplus
+extern "C" {
+#endif
+void setup(void);
+void loop(void);
+#ifdef __cplusplus
+}  // extern "C"
+#endif
 
 #endif  // TINYFORGE_BOARD_RUNTIME_H_

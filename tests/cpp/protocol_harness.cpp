@@ -6,8 +6,10 @@
 //                                          feeds INPUT byte by byte to a LineParser and answers
 //                                          like a device whose input tensors have SIZES bytes
 //                                          (comma-separated), writing its replies to OUT. It
-//                                          handles HELLO, IN, ECHO, and RUN (a RES of the
-//                                          current inputs, src=demo, seq=0).
+//                                          handles HELLO, IN (whole or in chunks, through an
+//                                          InputAssembler), ECHO, RUN (a RES of the current
+//                                          inputs, src=demo, seq=0) and DROP (abandons the
+//                                          input being assembled, as a PROBE does).
 //
 // Commands (fields separated by one space; floats are given as their 8 hex digit IEEE bits
 // so the test knows exactly which float the encoder saw; "-" is an empty list):
@@ -18,7 +20,7 @@
 //   values TYPE KEY DTYPE LIST       LIST: decimal ints, or float bits for float32
 //   deq TYPE KEY DTYPE SCALEBITS ZP LIST
 //   res SEQ SRC US TENSOR...         TENSOR: DTYPE:SCALEBITS:ZP:LIST
-//   boot FW BOARD SHA ARENA USED OPS ok|error INS OUTS
+//   boot FW BOARD SHA ARENA USED OPS ok|error INS OUTS [MAXLINE]
 //                                    INS/OUTS: "-" or DTYPE:SCALEBITS:ZP:DIMS,... (DIMS 1x32x3)
 //   err SEQ|- CODE STATUS HEX        ERR whose msg is the bytes of HEX
 //   echo SEQ HEX
@@ -108,7 +110,7 @@ std::vector<uint8_t> Elements(tfproto::ValueType type, const std::string& list, 
 // Keeps what TensorViews point to alive for one command.
 struct TensorStore {
   std::vector<std::vector<uint8_t>> data;
-  std::vector<std::vector<int32_t>> dims;
+  std::vector<std::vector<int>> dims;
   std::vector<tfproto::TensorView> views;
 };
 
@@ -126,7 +128,7 @@ void AddTensor(const std::string& spec, bool with_values, TensorStore* store) {
   if (with_values) {
     store->data.push_back(Elements(view.type, parts[3], &view.count));
   } else {
-    std::vector<int32_t> dims;
+    std::vector<int> dims;
     if (!parts[3].empty()) {
       for (const std::string& d : Split(parts[3], 'x')) dims.push_back(atoi(d.c_str()));
     }
@@ -223,6 +225,7 @@ void RunCommand(const std::vector<std::string>& a) {
     info.num_inputs = ins.views.size();
     info.outputs = outs.views.data();
     info.num_outputs = outs.views.size();
+    if (a.size() > 10) info.max_line = static_cast<uint32_t>(strtoul(a[10].c_str(), nullptr, 10));
     tfproto::WriteBoot(WriteOut, info);
   } else if (name == "err") {
     const std::vector<uint8_t> bytes = Bytes(a[4]);
@@ -257,25 +260,29 @@ int Emit(FILE* in) {
 // which bytes the parser decoded.
 int Device(FILE* in, const std::string& sizes_text) {
   std::vector<std::vector<int8_t>> tensors;
-  std::vector<std::vector<int32_t>> dims;
+  std::vector<std::vector<int>> dims;
   for (const std::string& size : Split(sizes_text, ',')) {
     const size_t n = strtoul(size.c_str(), nullptr, 10);
     tensors.push_back(std::vector<int8_t>(n, 0));
-    dims.push_back(std::vector<int32_t>{1, static_cast<int32_t>(n)});
+    dims.push_back(std::vector<int>{1, static_cast<int>(n)});
   }
-  std::vector<tfproto::InputBuffer> buffers;
+  // Like the sketch: the assembler exists before the buffers point at the tensors (the
+  // interpreter allocates them in setup()), so it must read them when a request comes.
+  std::vector<tfproto::InputBuffer> buffers(tensors.size(), tfproto::InputBuffer{nullptr, 0});
+  tfproto::InputAssembler assembler(buffers.data(), buffers.size());
   std::vector<tfproto::TensorView> views;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    buffers.push_back({tensors[i].data(), tensors[i].size()});
+    buffers[i] = {tensors[i].data(), tensors[i].size()};
     views.push_back({tfproto::kInt8, dims[i].data(), 2, tensors[i].data(), tensors[i].size(),
                      0.5f, -3});
   }
-  static const char kSha[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-  tfproto::BootInfo boot = {"0.1.0", "harness", kSha, 4096, 1000, 3,
-                            views.data(), views.size(), views.data(), views.size(), true};
-
   char buffer[HARNESS_LINE_CAPACITY];
   tfproto::LineParser parser(buffer, sizeof(buffer));
+  static const char kSha[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  tfproto::BootInfo boot = {"0.1.0", "harness", kSha, 4096, 1000, 3,
+                            views.data(), views.size(), views.data(), views.size(), true,
+                            static_cast<uint32_t>(parser.max_message())};
+
   int c;
   while ((c = fgetc(in)) != EOF) {
     switch (parser.Feed(static_cast<char>(c))) {
@@ -291,7 +298,7 @@ int Device(FILE* in, const std::string& sizes_text) {
         if (type == "HELLO") {
           tfproto::WriteBoot(WriteOut, boot);
         } else if (type == "IN") {
-          if (tfproto::ReceiveInput(WriteOut, parser, buffers.data(), buffers.size(), &seq)) {
+          if (assembler.Receive(WriteOut, parser, &seq)) {
             tfproto::WriteResult(WriteOut, seq, "host", 0, views.data(), views.size());
           }
         } else if (type == "ECHO") {
@@ -299,6 +306,8 @@ int Device(FILE* in, const std::string& sizes_text) {
         } else if (type == "RUN") {
           // Shows the inputs as they are now, like a demo inference would use them.
           tfproto::WriteResult(WriteOut, 0, "demo", 0, views.data(), views.size());
+        } else if (type == "DROP") {
+          assembler.Abandon(WriteOut, "dropped");
         } else {
           tfproto::WriteError(WriteOut, tfproto::kNoSeq, tfproto::kErrUnknownType, 0,
                               parser.type());

@@ -56,6 +56,20 @@ def conv_model():
     np.save(os.path.join(OUT, "conv_demo.npy"), x[0])
 
 
+def image96_model():
+    # A 96x96x1 int8 input, 9,216 bytes: 18 KB of hex, far more than one 512-byte line of the
+    # firmware, so it reaches the device in IN chunks. The same ops as conv_model.
+    x = rng.normal(size=(16, 96, 96, 1)).astype("float32")
+    model = keras.Sequential([
+        keras.Input((96, 96, 1), batch_size=1),
+        keras.layers.Conv2D(2, 5, strides=4, activation="relu"),
+        keras.layers.MaxPooling2D(4),
+        keras.layers.Flatten(),
+        keras.layers.Dense(3),
+        keras.layers.Softmax()])
+    save("image96_int8.tflite", int8(model, x))
+
+
 def dense_model():
     x = rng.normal(size=(32, 10)).astype("float32")
     model = keras.Sequential([keras.Input((10,), batch_size=1), keras.layers.Dense(8, "relu"),
@@ -118,7 +132,7 @@ def while_forever_model():
     make_while_model.main(os.path.join(OUT, "while_forever.tflite"))
 
 
-for make in (conv_model, dense_model, unsupported_ops_model, custom_op_model, big_flash_model,
-             big_arena_model, fp16_model, while_forever_model):
+for make in (conv_model, image96_model, dense_model, unsupported_ops_model, custom_op_model,
+             big_flash_model, big_arena_model, fp16_model, while_forever_model):
     make()
 print("models written to", OUT)

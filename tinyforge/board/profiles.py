@@ -50,6 +50,8 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "library": (str, True), "version": (str, True), "source": (str, True),
         "include": (str, False), "resolver_table": (str, True),
         "flash_base_bytes": (int, True), "flash_per_op_bytes": (int, True),
+        "interpreter_bytes": (int, True), "resolver_base_bytes": (int, True),
+        "resolver_per_op_bytes": (int, True),
         "exclude_sources": (list, False), "build_flags": (list, False),
         "per_channel_fully_connected": (bool, False),
     },

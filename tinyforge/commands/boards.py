@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from .. import jsonout, units
 from ..board import profiles
 
 
@@ -17,11 +16,12 @@ def register(subparsers, parents) -> None:
 def run(args) -> int:
     known = profiles.load_all()
     if args.json:
-        print(json.dumps([b.summary() for b in known], indent=2))
+        jsonout.emit([b.summary() for b in known])
         return 0
     width = max(len(b.id) for b in known)
     for board in known:
         kind = "emulated" if board.emulated else board.platformio["platform"]
         print(f"{board.id:<{width}}  {board.name}  ({board.mcu}, "
-              f"{board.flash_bytes // 1024} KB flash, {board.ram_bytes // 1024} KB RAM; {kind})")
+              f"{units.size(board.flash_bytes)} flash, {units.size(board.ram_bytes)} RAM; "
+              f"{kind})")
     return 0

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
-
-log = logging.getLogger("tinyforge")
 
 
 def register(subparsers, parents) -> None:
@@ -45,6 +41,7 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
+    from .. import jsonout
     from ..flows import build
 
     options = build.BuildOptions(
@@ -54,29 +51,32 @@ def run(args) -> int:
         force=args.force, overwrite=args.overwrite, arena=args.arena)
     result = build.build(options)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        jsonout.emit(result.to_json())
     else:
-        _print_summary(result)
+        print("\n".join(summary_lines(result)))
     return 0
 
 
-def _print_summary(result) -> None:
-    model, plan = result.model, result.plan
-    counts = ", ".join(f"{n} {action}" for action, n in plan.summary().items())
-    print(f"project  {result.project_dir}  ({counts})")
-    print(f"model    {model.info.name}  {model.info.size:,} B  sha256 {model.info.sha256[:16]}…")
-    print(f"ops      {len(model.ops)}: {', '.join(op.name for op in model.ops)}")
-    if model.conversion:
-        for line in model.conversion.get("summary", []):
-            print(f"convert  {line}")
-    print(f"arena    {model.arena.arena_bytes:,} B  ({model.arena.note})")
-    for line in model.fit.lines():
-        print(f"estimate {line}")
-    if result.build:
-        report = result.build
-        print(f"built    in {report.seconds:.1f} s: {report.firmware}")
-        if report.flash_used is not None:
-            print(f"         Flash {report.flash_used:,} of {report.flash_total:,} B, "
-                  f"RAM {report.ram_used:,} of {report.ram_total:,} B (PlatformIO)")
-    else:
-        print("built    not compiled (--no-compile)")
+def summary_lines(result) -> list[str]:
+    """The human-readable result of a build: each fact once (the log only shows progress)."""
+    from .. import units
+
+    model = result.model
+    lines = [f"project   {result.project_dir} ({result.plan.summary_text()})",
+             f"model     {model.info.name}, {units.size(model.info.size)}, sha256 "
+             f"{model.info.sha256[:16]}…",
+             f"ops       {len(model.ops)}: {', '.join(op.name for op in model.ops)}"]
+    for line in (model.conversion or {}).get("summary", []):
+        lines.append(f"convert   {line}")
+    lines.append(f"arena     {units.size(model.arena.arena_bytes)} ({model.arena.note})")
+    lines.extend(f"estimate  {line}" for line in model.fit.lines())
+    report = result.build
+    if report is None:
+        lines.append("built     not compiled (--no-compile)")
+        return lines
+    lines.append(f"built     in {units.seconds(report.seconds)}: {report.firmware}")
+    if report.flash_used is not None:
+        lines.append(f"          flash {units.size(report.flash_used)} of "
+                     f"{units.size(report.flash_total)}, RAM {units.size(report.ram_used)} of "
+                     f"{units.size(report.ram_total)} (PlatformIO)")
+    return lines

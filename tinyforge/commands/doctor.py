@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -19,11 +18,12 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
+    from .. import jsonout
     from ..flows.doctor import run_checks
 
     checks = run_checks(tflm=args.tflm, network=not args.offline)
     if args.json:
-        print(json.dumps([c.as_dict() for c in checks], indent=2))
+        jsonout.emit([c.as_dict() for c in checks])
     else:
         width = max(len(c.name) for c in checks)
         for check in checks:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from ._device import add_monitor_options, add_target_options, port_chooser
 
 
@@ -24,6 +22,8 @@ def run(args) -> int:
     from ..flows import flash, monitor
     from ..project.last_build import find
 
+    # With --monitor, --json is one object per line: the flash result, then the messages.
+    args.json_lines = args.monitor
     build = find(args.project_dir, args.board)
     options = monitor.MonitorOptions(
         json=args.json, csv=args.csv, count=args.count, timeout=args.timeout,
@@ -33,22 +33,25 @@ def run(args) -> int:
     if build.board.emulated:
         result, source, conversation = flash.run_in_emulator(build)
         try:
-            _report(result, args.json and not args.monitor)
+            _report(result, args.json, lines=args.monitor)
             if args.monitor:  # the same conversation: nothing QEMU sent since BOOT is lost
                 monitor.run(source, options, conversation=conversation)
         finally:
             source.close(source.link)
         return 0
     result = flash.upload(build, args.port, ask=port_chooser())
-    _report(result, args.json and not args.monitor)
+    _report(result, args.json, lines=args.monitor)
     if args.monitor:
         monitor.run(SerialSource(build.board, result.port), options)
     return 0
 
 
-def _report(result, as_json: bool) -> None:
+def _report(result, as_json: bool, *, lines: bool) -> None:
+    from .. import jsonout, units
+
     if as_json:
-        print(json.dumps(result.to_json(), indent=2))
+        jsonout.emit(dict(result.to_json(), type="flash"), lines=lines)
     else:
         where = f" on {result.port}" if result.port else ""
-        print(f"flashed {result.firmware} to {result.board}{where} in {result.seconds:.1f} s")
+        print(f"flashed {result.firmware} to {result.board}{where} in "
+              f"{units.seconds(result.seconds)}")

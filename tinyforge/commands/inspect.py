@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -25,11 +24,12 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
+    from .. import jsonout
     from ..flows.inspection import inspect_model, summary_lines
 
     report = inspect_model(args.model, board_id=args.board, tflm=args.tflm, arena=args.arena)
     if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
+        jsonout.emit(report)
     else:
         print("\n".join(summary_lines(report)))
     return 0

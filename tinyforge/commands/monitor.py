@@ -14,7 +14,8 @@ def register(subparsers, parents) -> None:
     add_target_options(parser)
     add_monitor_options(parser)
     parser.add_argument("--baud", type=positive_int, help="serial speed (default: the board's)")
-    parser.set_defaults(run=run)
+    # --json is a stream of one object per line, an error included (docs/cli.md).
+    parser.set_defaults(run=run, json_lines=True)
 
 
 def run(args) -> int:

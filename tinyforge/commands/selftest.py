@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from ._device import positive_int
 
 
@@ -32,6 +30,7 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
+    from .. import jsonout, units
     from ..board import profiles
     from ..errors import EXIT_DEVICE_ERROR, EXIT_OK
     from ..flows import selftest
@@ -45,12 +44,18 @@ def run(args) -> int:
                                    on_build_line=pio.progress_logger("self-test build"),
                                    **options)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        jsonout.emit(report.to_json())
     else:
         build = report.build
-        print(f"build: {build['seconds']} s, {build['compiled_files']} files compiled, "
-              f"flash {build['flash_used']:,} B, RAM {build['ram_used']:,} B")
+        print(f"build: {units.seconds(build['seconds'])}, {units.count(build['compiled_files'])} "
+              f"files compiled, flash {_size(build['flash_used'])}, RAM "
+              f"{_size(build['ram_used'])} (PlatformIO)")
         for step in report.steps:
             print(f"{'PASS' if step.ok else 'FAIL'}  {step.name:<9}  {step.detail}")
         print(f"self-test {'passed' if report.passed else 'FAILED'} on {report.board}")
     return EXIT_OK if report.passed else EXIT_DEVICE_ERROR
+
+
+def _size(value) -> str:
+    from .. import units
+    return units.size(value) if value is not None else "unknown"

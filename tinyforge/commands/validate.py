@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ._device import (
@@ -38,6 +37,8 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
+    from .. import jsonout
+    from ..errors import ValidationFailed
     from ..flows import validate
 
     report = validate.validate_last_build(
@@ -45,9 +46,13 @@ def run(args) -> int:
         random_count=args.random, seed=args.seed, max_lsb=args.max_lsb,
         max_abs=args.max_abs if args.max_abs is not None else validate.DEFAULT_MAX_ABS_FLOAT,
         ask=port_chooser())
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
+    if not args.json:
         print("\n".join(report.lines()))
-    validate.check(report)
+    try:
+        validate.check(report)
+    except ValidationFailed as failure:
+        failure.result = report.to_json()   # with --json, printed beside the error
+        raise
+    if args.json:
+        jsonout.emit(report.to_json())
     return 0

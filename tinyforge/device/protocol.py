@@ -4,7 +4,8 @@ Every message is one line: ``!tf1 <TYPE>[ <key>=<value>]* *<crc32>``. `Decoder` 
 bytes a device sends into events: messages (`Boot`, `Result`, `DeviceErrorMessage`, `Echo`,
 `OtherMessage`), `DeviceLog` for everything else the device prints, and `Corrupt` or
 `UnsupportedVersion` for lines that look like messages but cannot be trusted. `encode()`
-builds the lines the host sends (HELLO, IN, ECHO).
+builds the lines the host sends (HELLO, IN, ECHO); `encode_input_lines()` splits an input
+into IN chunks that fit the device's line buffer (BOOT's max_line).
 
 Standard library only, so importing it is cheap (the serial monitor imports it).
 """
@@ -21,7 +22,8 @@ __all__ = [
     "VERSION", "MAX_LINE_BYTES", "ERROR_CODES", "DEVICE_EOL", "HOST_EOL", "Decoder",
     "decode_message", "Event", "TensorSpec", "Boot", "OutputValues", "Result",
     "DeviceErrorMessage", "Echo", "OtherMessage", "DeviceLog", "Corrupt", "UnsupportedVersion",
-    "encode", "encode_hello", "encode_input", "encode_echo", "format_float",
+    "encode", "encode_hello", "encode_input", "encode_input_chunk", "encode_input_lines",
+    "encode_echo", "format_float",
 ]
 
 VERSION = 1
@@ -37,6 +39,7 @@ HOST_EOL = b"\n"
 ERROR_CODES = frozenset({
     "SCHEMA_VERSION", "ALLOCATE_FAILED", "INVOKE_FAILED", "INPUT_TYPE", "OP_RESOLVER",
     "BAD_CRC", "BAD_MESSAGE", "BAD_LENGTH", "LINE_TOO_LONG", "UNKNOWN_TYPE", "PROTOCOL_VERSION",
+    "BAD_OFFSET", "INPUT_INCOMPLETE",
 })
 
 _MARKER = b"!tf"
@@ -72,6 +75,9 @@ class Boot:
     outputs: list[TensorSpec]       # out=
     status: str                     # status=, "ok" or "error"
     extra: dict[str, str] = field(default_factory=dict)  # keys a later firmware added
+    # max_line=, the longest host message the device reads; None from firmware that predates
+    # chunked inputs (it reads an IN as long as its whole input).
+    max_line: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -368,6 +374,7 @@ def _tensor_specs(value: str, key: str) -> list[TensorSpec]:
 
 
 _BOOT_KEYS = ("v", "fw", "board", "model", "arena", "used", "ops", "in", "out", "status")
+_BOOT_OPTIONAL_KEYS = ("max_line",)
 
 
 def _boot(fields: dict[str, str]) -> Boot:
@@ -385,7 +392,8 @@ def _boot(fields: dict[str, str]) -> Boot:
         arena_used_bytes=_uint32(fields["used"], "used"),
         ops=_uint32(fields["ops"], "ops"), inputs=_tensor_specs(fields["in"], "in"),
         outputs=_tensor_specs(fields["out"], "out"), status=status,
-        extra=_extra(fields, _BOOT_KEYS))
+        extra=_extra(fields, _BOOT_KEYS + tuple(k for k in _BOOT_OPTIONAL_KEYS if k in fields)),
+        max_line=_uint32(fields["max_line"], "max_line") if "max_line" in fields else None)
 
 
 _RESULT_KEYS = ("seq", "src", "us")
@@ -523,6 +531,33 @@ def encode_hello() -> bytes:
 def encode_input(seq: int, data: bytes) -> bytes:
     """IN: the bytes of all input tensors, concatenated in input order."""
     return encode("IN", seq=_check_seq(seq), data=bytes(data))
+
+
+def encode_input_chunk(seq: int, offset: int, data: bytes, *, final: bool) -> bytes:
+    """IN carrying `data` at byte `offset` of the concatenated inputs; `final` ends the input."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= _UINT32_MAX:
+        raise ValueError(f"offset must be a uint32, not {offset!r}")
+    return encode("IN", seq=_check_seq(seq), offset=offset, final=int(bool(final)),
+                  data=bytes(data))
+
+
+def encode_input_lines(seq: int, data: bytes, max_line: int | None) -> list[bytes]:
+    """The IN lines that carry one input to a device that reads messages of up to `max_line`
+    bytes (BOOT's max_line): one whole IN when it fits or the device did not say (older
+    firmware reads an IN as long as its input), else chunks in order, the last one final."""
+    data = bytes(data)
+    whole = encode_input(seq, data)
+    if max_line is None or len(whole) - len(HOST_EOL) <= max_line:
+        return [whole]
+    # The longest offset any chunk carries is below len(data): its digits bound the overhead.
+    overhead = len(encode_input_chunk(seq, len(data), b"", final=False)) - len(HOST_EOL)
+    per_line = (max_line - overhead) // 2
+    if per_line < 1:
+        raise ValueError(f"a device line of {max_line} bytes cannot carry an IN chunk "
+                         f"({overhead} bytes without data)")
+    return [encode_input_chunk(seq, offset, data[offset:offset + per_line],
+                               final=offset + per_line >= len(data))
+            for offset in range(0, len(data), per_line)]
 
 
 def encode_echo(seq: int, data: bytes) -> bytes:

@@ -6,6 +6,7 @@ half-made project behind.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import resources, userfiles
+from .. import resources, units, userfiles
 from ..board import profiles
 from ..board.tflm_source import resolve_tflm_source
 from ..errors import CalibrationError, InputError, ModelFileError
@@ -90,28 +91,33 @@ def build(options: BuildOptions) -> BuildResult:
     _check_labels(labels, labels_path, prepared.info)
     demo = _demo_input(options, prepared.info)
     project_dir = Path(options.project_dir or last_build.DEFAULT_ROOT / board.id)
-    _device_arena(prepared, board, tflm_root, options, project_dir)
     inputs = firmware.FirmwareInputs(
         board=board, model=data, info=prepared.info, ops=prepared.ops,
         resolver=prepared.resolver, arena=prepared.arena, labels=labels, demo_input=demo,
         tflm_source=tflm_root)
-    plan = writer.write(project_dir, firmware.project_files(inputs), firmware.manifest(inputs),
-                        overwrite=options.overwrite)
+    # The project as it was, for the report: the arena measurement may write it first.
+    before = writer.plan(project_dir, firmware.project_files(inputs), overwrite=options.overwrite)
+    _device_arena(prepared, board, tflm_root, options, project_dir, len(demo or b""))
+    inputs = dataclasses.replace(inputs, arena=prepared.arena)
+    files = firmware.project_files(inputs)
+    plan = writer.write(project_dir, files, firmware.manifest(inputs), overwrite=options.overwrite)
+    plan.actions = writer.actions_since(before, files, plan)
     last_build.record(project_dir)  # flash, monitor and validate use it without --project-dir
     result = BuildResult(project_dir, board, prepared, plan, labels)
     core_dir = pio.core_dir_for(board)
     pio.validate_project(project_dir, core_dir)
     if options.compile:
         pio.check_packages(board, project_dir, core_dir, local_tflm=tflm_root is not None)
-        log.info("building with PlatformIO in %s...", project_dir)
+        log.info("building with PlatformIO...")
         result.build = pio.build(project_dir, board, core_dir,
                                  on_line=pio.progress_logger("build"))
     return result
 
 
 def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_root: Path | None,
-                  options: BuildOptions, project_dir: Path) -> None:
-    """Replace the host arena estimate by a measurement on the emulated Cortex-M4 if possible."""
+                  options: BuildOptions, project_dir: Path, demo_bytes: int) -> None:
+    """Replace the host arena estimate by a measurement on the emulated Cortex-M4 if possible,
+    and estimate the fit of the firmware as it will be built (its demo input included)."""
     from . import device_arena
 
     # For the emulated board itself, measuring in the project compiles TFLM once for both
@@ -119,11 +125,9 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
     measure_in = project_dir if board.id == device_arena.MEASURE_BOARD else None
     plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in,
                                overwrite=options.overwrite, downloads_in=project_dir)
-    if plan is prepared.arena:
-        return
     prepared.arena = plan
-    prepared.fit = fit.estimate(board, model_bytes=prepared.info.size,
-                                op_count=len(prepared.ops), arena_bytes=plan.arena_bytes)
+    prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
+                                arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes)
     if not options.force:
         fit.check(prepared.fit, board, prepared.info.name)
 
@@ -146,8 +150,9 @@ def _tflite_bytes(source: Path, options: BuildOptions, board: profiles.Board,
                              flash_bytes=board.flash_bytes)
     data = result.output.read_bytes()
     report = result.to_json()
-    report["summary"] = [f"{result.source_kind} -> {result.quantize} .tflite "
-                         f"({result.model_bytes:,} B) in {result.seconds:.1f} s"]
+    report["summary"] = [f"{result.source_kind} -> {result.quantize} .tflite in "
+                         f"{units.seconds(result.seconds)}"
+                         + ("; batch fixed to 1" if result.batch_was_fixed else "")]
     if result.reference is not None:
         measured = accuracy.compare(data, result.reference, model_name=source.name)
         report["accuracy"] = measured.to_json()

@@ -24,12 +24,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import storage, userfiles
+from .. import storage, units, userfiles
 from ..board import profiles
 from ..board.tflm_source import downloaded_tflm, tree_digest
 from ..device import emulator, protocol
 from ..device.conversation import Conversation, wait_for_boot
 from ..errors import DeviceError, DeviceMeasurementUnavailable, DoesNotFitError, TinyforgeError
+from ..model import fit
 from ..model.arena import ALIGNMENT, ArenaMeasurement, ArenaPlan, plan_from_device, smallest_fitting
 from ..model.checks import PreparedModel
 from ..project import firmware, writer
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 
 MEASURE_BOARD = "qemu-m4"
 PROBE_TIMEOUT_S = 10.0
-# RAM the measurement firmware keeps for itself besides the arena and the line buffer
-# (interpreter, resolver, protocol state), on top of the board profile's framework figure.
+# RAM of the measurement firmware that the fit estimate does not see (padding between
+# statics, the C library's state), on top of the framework figure and the sketch's statics.
 _PROBE_FIRMWARE_SLACK = 4096
 _CACHE_VERSION = 2
 _MAX_CACHE_BYTES = 16 * userfiles.MiB
@@ -110,7 +111,8 @@ def measure(prepared: PreparedModel, library: Library, *, project_dir: Path | No
     measurement = ArenaMeasurement(minimum_bytes=minimum, reported_bytes=search.reported,
                                    probes=search.probes, seconds=time.monotonic() - started,
                                    source="device")
-    log.info("arena: %d B on the emulated Cortex-M4 (%d probes)", minimum, search.probes)
+    log.info("arena: %s on the emulated Cortex-M4 (%d probes)", units.size(minimum),
+             search.probes)
     record(prepared, library, measurement)
     return measurement
 
@@ -157,8 +159,8 @@ def pinned_measurement(prepared: PreparedModel, board: profiles.Board) -> ArenaM
 
 def _ceiling(board: profiles.Board, prepared: PreparedModel) -> int:
     """The biggest arena the measurement firmware can hold within the board's RAM."""
-    input_bytes = sum(t.byte_size for t in prepared.info.inputs)
-    free = (board.ram_bytes - board.memory["framework_ram_bytes"] - 2 * input_bytes
+    sketch = sum(fit.sketch_ram(board, prepared.info, len(prepared.ops)).values())
+    free = (board.ram_bytes - board.memory["framework_ram_bytes"] - sketch
             - _PROBE_FIRMWARE_SLACK)
     return max(ALIGNMENT, free // ALIGNMENT * ALIGNMENT)
 
@@ -179,7 +181,9 @@ def _build_probe_firmware(board, prepared: PreparedModel, tflm_source: Path | No
     pio.check_packages(board, project_dir, core, local_tflm=tflm_source is not None)
     log.info("arena: building the model for the emulated Cortex-M4 to measure it "
              "(the first build compiles TFLM: a few minutes)...")
-    report = pio.build(project_dir, board, core, on_line=pio.progress_logger("arena build"))
+    # Its RAM/Flash figures (nearly all the RAM, on purpose) are never shown as the user's.
+    report = pio.build(project_dir, board, core,
+                       on_line=pio.progress_logger("measurement build"))
     return Path(report.firmware)
 
 
@@ -199,7 +203,7 @@ class _ProbeSearch:
         minimum = smallest_fitting(self.fits, start=self.reported, ceiling=self.ceiling)
         if minimum is None:
             raise DeviceError("the measurement firmware ran at boot but no probe fits within "
-                              f"{self.ceiling} B",
+                              f"{units.size(self.ceiling)}",
                               hint="measure on the host instead: `--arena host`")
         return minimum
 
@@ -228,7 +232,7 @@ class _ProbeSearch:
         if not boot.ok:
             raise DoesNotFitError(
                 f"the model does not start on the emulated Cortex-M4 even with a "
-                f"{self.ceiling:,} B arena (all the RAM the board leaves for it)",
+                f"{units.size(self.ceiling)} arena (all the RAM the board leaves for it)",
                 details=self.conversation.describe_tail(),
                 hint="make the model's activations smaller (narrower layers, smaller input)")
         self.reported = boot.arena_used_bytes

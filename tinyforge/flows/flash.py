@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .. import proc
+from .. import proc, units
 from ..device import ports
 from ..errors import ChildProcessFailed, DeviceError, InputError, PlatformIOError
 from ..project.last_build import LastBuild
@@ -98,7 +98,7 @@ def run_in_emulator(build: LastBuild):
     except BaseException:
         source.close(link)
         raise
-    log.info("QEMU runs %s: %s ready, arena %d B (used %d)", build.elf.name, boot.board,
-             boot.arena_bytes, boot.arena_used_bytes)
+    log.info("QEMU runs %s: %s ready, arena %s (used %s)", build.elf.name, boot.board,
+             units.size(boot.arena_bytes), units.size(boot.arena_used_bytes))
     result = FlashResult(build.board.id, str(build.elf), None, time.monotonic() - started)
     return result, source, conversation

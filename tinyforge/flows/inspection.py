@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import units
 from ..board import profiles
 from ..board.tflm_source import resolve_tflm_source
 from ..errors import ModelFileError
@@ -32,8 +33,7 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
             and compat.schema_problem(prepared.info) is None):
         from . import device_arena
         prepared.arena = device_arena.choose(prepared, board, tflm_root, arena)
-        prepared.fit = fit.estimate(board, model_bytes=prepared.info.size,
-                                    op_count=len(prepared.ops),
+        prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
                                     arena_bytes=prepared.arena.arena_bytes)
     report = prepared.info.to_json()
     report.update({
@@ -55,7 +55,8 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
 def summary_lines(report: dict) -> list[str]:
     """The human-readable form of an inspection report."""
     lines = [
-        f"model      {report['model']}  {report['model_bytes']:,} B  sha256 {report['sha256']}",
+        f"model      {report['model']}, {units.size(report['model_bytes'])}, sha256 "
+        f"{report['sha256']}",
         f"schema     v{report['schema_version']}, {len(report['subgraphs'])} subgraph(s), "
         f"tensor types: {', '.join(report['tensor_dtypes'])}",
     ]
@@ -76,12 +77,15 @@ def summary_lines(report: dict) -> list[str]:
         lines.append("host TFLM  FAILED:")
         lines.extend(f"  {line}" for line in report["host_run"]["error"].splitlines())
     if report["arena"]:
-        lines.append(f"arena      {report['arena_bytes']:,} B ({report['arena']['note']})")
+        lines.append(f"arena      {units.size(report['arena_bytes'])} ({report['arena']['note']})")
     if report["fit"]:
         fit = report["fit"]
-        lines.append(f"flash      ~{fit['flash_total']:,} of {fit['flash_limit']:,} B"
+        lines.append(f"flash      ~{units.size(fit['flash_total'])} of "
+                     f"{units.size(fit['flash_limit'])}"
                      f"{'' if fit['fits_flash'] else '  DOES NOT FIT'}")
-        lines.append(f"RAM        ~{fit['ram_total']:,} of {fit['ram_limit']:,} B"
+        lines.append(f"RAM        ~{units.size(fit['ram_total'])} of {units.size(fit['ram_limit'])}"
+                     f" (arena {units.size(fit['ram_arena'])}, sketch "
+                     f"{units.size(fit['ram_sketch'])})"
                      f"{'' if fit['fits_ram'] else '  DOES NOT FIT'}")
     lines.append(f"verdict    {'fits and runs' if report['fits'] else 'NOT buildable as is'}")
     return lines

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import math
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from .. import jsonout, units
 from ..device import protocol
 from ..device.conversation import BOOT_TIMEOUT_S, Conversation
 from ..device.sources import LinkSource
@@ -198,7 +198,7 @@ class _View:
         if isinstance(event, protocol.Result) and self.csv_writer:
             self._csv_row(event)
         if self.options.json:
-            print(json.dumps(to_json(event)), file=self.out, flush=True)
+            jsonout.emit(to_json(event), lines=True, out=self.out)
         else:
             text = self._text(event)
             if text is not None:
@@ -224,10 +224,12 @@ class _View:
             tensors = ", ".join(f"{t.dtype}[{'x'.join(map(str, t.shape))}]"
                                 for t in event.inputs + event.outputs)
             return (f"boot  {event.board}: {status}; model {event.model_sha256[:12]}…, arena "
-                    f"{event.arena_bytes} B (used {event.arena_used_bytes}), {event.ops} ops"
+                    f"{units.size(event.arena_bytes)} (used {units.size(event.arena_used_bytes)}"
+                    f"), {event.ops} ops"
                     + (f", {tensors}" if tensors else "") + f", firmware {event.firmware}")
         if isinstance(event, protocol.Result):
-            return f"#{event.seq:<5} {event.src:<4} {event.us:>8} µs  {self._outputs(event)}"
+            return (f"#{event.seq:<5} {event.src:<4} {units.micros(event.us):>11}  "
+                    f"{self._outputs(event)}")
         if isinstance(event, protocol.DeviceErrorMessage):
             seq = "-" if event.seq is None else event.seq
             return f"ERROR #{seq} {event.code} (status {event.status}): {event.msg}"
@@ -237,7 +239,7 @@ class _View:
             log.warning("dropped a corrupted line (%s)", event.reason)
             return None
         if isinstance(event, protocol.Echo):
-            return f"echo  #{event.seq} {len(event.data)} bytes"
+            return f"echo  #{event.seq} {units.size(len(event.data))}"
         if isinstance(event, protocol.OtherMessage):
             return f"{event.type.lower():<5} " + " ".join(f"{k}={v}" for k, v in event.fields.items())
         return None

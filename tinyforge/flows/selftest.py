@@ -12,7 +12,9 @@ emulated boards) and talks to it with protocol v1:
              right ERR codes and the parser recovers;
 - timer:     two TIME readings of BoardMicros() against the host's wall clock;
 - inference: IN messages answered with RES by a stand-in model (`reference_model`) that the
-             host recomputes, so `validate`'s whole send/receive/compare path can be tested.
+             host recomputes, so `validate`'s whole send/receive/compare path can be tested;
+- chunks:    an input sent in IN chunks is assembled and run; a missing chunk and a second
+             input before the first is complete get the ERR of docs/protocol.md, section 3.1.
 
 The report carries figures (boot time, throughput, round-trip time, clock rate).
 """
@@ -27,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .. import __version__
+from .. import __version__, units
 from ..board.profiles import Board
 from ..device import protocol
-from ..device.conversation import Conversation, wait_for_boot
+from ..device.conversation import Conversation, describe, wait_for_boot
 from ..errors import DeviceError
 from ..project.selftest import (
     INPUT_SCALE,
@@ -101,11 +103,10 @@ def run_selftest(board: Board, *, project_dir: Path | None = None,
     project_dir = Path(project_dir or default_project_dir(board.id))
     core = offline_core.core_dir(core_dir) if board.emulated else pio.core_dir_for(board)
     plan = render_project(project_dir, board)
-    log.info("self-test project %s: %s", project_dir, plan.summary())
+    log.info("self-test project %s: %s", project_dir, plan.summary_text())
     pio.check_packages(board, project_dir, core, local_tflm=True)
+    log.info("building the self-test firmware with PlatformIO...")
     report = pio.build(project_dir, board, core, on_line=on_build_line)
-    log.info("built in %.1f s (%d files compiled): flash %s B, RAM %s B", report.seconds,
-             report.compiled_files, report.flash_used, report.ram_used)
     if not report.firmware:
         raise DeviceError(f"the build produced no firmware in {project_dir}",
                           hint="run with --verbose to see PlatformIO's output")
@@ -151,6 +152,7 @@ def exercise(link, board: Board, *, echo_frames: int = ECHO_FRAMES, seed: int = 
     steps.append(_check_errors(talk))
     steps.append(_check_timer(talk))
     steps.append(_check_inference(talk, rng))
+    steps.append(_check_chunks(talk, rng))
     for step in steps:
         log.debug("%s %-9s %s", "PASS" if step.ok else "FAIL", step.name, step.detail)
     return steps
@@ -172,14 +174,15 @@ def _check_boot(talk: _Conversation, board: Board, started_at: float | None, ask
         "inputs": [protocol.TensorSpec("int8", INPUT_SHAPE, INPUT_SCALE, INPUT_ZERO_POINT)],
         "outputs": [protocol.TensorSpec("int8", OUTPUT_SHAPE, OUTPUT_SCALE, OUTPUT_ZERO_POINT)],
     }
-    wrong = {key: getattr(boot, key) for key, value in expected.items()
-             if getattr(boot, key) != value}
+    wrong = [f"{key} {getattr(boot, key)!r} (built: {value!r})"
+             for key, value in expected.items() if getattr(boot, key) != value]
     figures = {}
     if started_at is not None:
         figures["boot_ms"] = round((received - started_at) * 1000, 1)
     detail = (f"BOOT after {figures['boot_ms']} ms" if figures else "BOOT received")
     if wrong:
-        return Step("boot", False, f"BOOT differs from the firmware built: {wrong}", figures), boot
+        return (Step("boot", False, "BOOT differs from the firmware built: " + "; ".join(wrong),
+                     figures), boot)
     return Step("boot", True, detail, figures), boot
 
 
@@ -187,7 +190,8 @@ def _check_hello(talk: _Conversation, boot) -> Step:
     talk.send(protocol.encode_hello())
     again = talk.next_message("BOOT in answer to HELLO")
     if boot is None or again != boot:
-        return Step("hello", False, f"HELLO answered with {again!r}, not the BOOT sent at start")
+        return Step("hello", False,
+                    f"HELLO answered with {_short(again)}, not the BOOT sent at start")
     return Step("hello", True, "HELLO answered with the same BOOT")
 
 
@@ -230,9 +234,9 @@ def _check_echo(talk: _Conversation, rng: random.Random, frames: int) -> Step:
     if mismatches:
         return Step("echo", False, f"{len(mismatches)} bad echoes, first: {mismatches[0]}",
                     figures)
-    return Step("echo", True, f"{frames} frames ({payload:,} B) echoed intact at "
-                f"{figures['frames_per_s']} frames/s; round trip "
-                f"{figures['rtt_ms_median']} ms", figures)
+    return Step("echo", True, f"{units.count(frames)} frames ({units.size(payload)}) echoed "
+                f"intact at {figures['frames_per_s']} frames/s; round trip "
+                f"{units.millis(figures['rtt_ms_median'])}", figures)
 
 
 def _check_errors(talk: _Conversation) -> Step:
@@ -316,6 +320,49 @@ def _check_inference(talk: _Conversation, rng: random.Random) -> Step:
                 "reference model", {"inferences": len(inputs)})
 
 
+def _chunk(seq: int, data: bytes, start: int, end: int) -> bytes:
+    return protocol.encode_input_chunk(seq, start, data[start:end], final=end >= len(data))
+
+
+def _check_chunks(talk: _Conversation, rng: random.Random) -> Step:
+    size = INPUT_SHAPE[1]
+    first, second, third = (rng.randbytes(size) for _ in range(3))
+    # (what is checked, lines sent, the answers expected: RES with the reference model's
+    # output for some input, or an ERR code, each with its seq).
+    cases = [
+        ("in order", [_chunk(2000, first, 0, 5), _chunk(2000, first, 5, 10),
+                      _chunk(2000, first, 10, size)], [(2000, first)]),
+        ("a missing chunk", [_chunk(2001, second, 0, 5), _chunk(2001, second, 10, size)],
+         [(2001, "BAD_OFFSET")]),
+        ("recovery", [protocol.encode_input(2002, second)], [(2002, second)]),
+        ("a second input", [_chunk(2003, first, 0, 8), _chunk(2004, third, 0, 8),
+                            _chunk(2004, third, 8, size)],
+         [(2003, "INPUT_INCOMPLETE"), (2004, third)]),
+    ]
+    problems = []
+    for name, lines, answers in cases:
+        for line in lines:
+            talk.send(line)
+        for seq, expected in answers:
+            answer = talk.next_message(f"answer to IN seq={seq} ({name})")
+            if isinstance(expected, str):
+                ok = (isinstance(answer, protocol.DeviceErrorMessage) and answer.seq == seq
+                      and answer.code == expected)
+            else:
+                ok = (isinstance(answer, protocol.Result) and answer.seq == seq
+                      and len(answer.outputs) == 1
+                      and answer.outputs[0].q == reference_model(expected))
+            if not ok:
+                wanted = expected if isinstance(expected, str) else "RES"
+                problems.append(f"{name}: expected {wanted} for seq {seq}, got {_short(answer)}")
+    if problems:
+        return Step("chunks", False, "; ".join(problems))
+    return Step("chunks", True, "an input in 3 IN chunks matches the reference model; a missing "
+                "chunk (BAD_OFFSET) and a second input before the first was complete "
+                "(INPUT_INCOMPLETE) are refused, and the next input works")
+
+
 def _short(event) -> str:
-    text = repr(event)
+    # describe(), not repr(): a report line shows fields, not Python dicts and dataclasses.
+    text = describe(event)
     return text if len(text) <= 160 else text[:157] + "..."

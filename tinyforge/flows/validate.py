@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import units
 from ..device import protocol
 from ..device.conversation import Conversation, require_started, wait_for_boot
 from ..errors import CalibrationError, DeviceError, ValidationFailed
@@ -58,11 +59,12 @@ class ValidationReport:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        lines = [f"samples        {self.samples} (reference: {self.reference})",
-                 f"exact matches  {self.exact_matches} of {self.samples}"]
+        lines = [f"samples        {units.count(self.samples)} (reference: {self.reference})",
+                 f"exact matches  {units.count(self.exact_matches)} of "
+                 f"{units.count(self.samples)}"]
         if self.malformed:
-            lines.append(f"malformed      {self.malformed} results with missing or short "
-                         "outputs (not as BOOT's out= specs say)")
+            lines.append(f"malformed      {units.count(self.malformed)} results with missing or "
+                         "short outputs (not as BOOT's out= specs say)")
         if self.max_lsb is not None:
             lines.append(f"difference     max {self.max_lsb} LSB, mean {self.mean_lsb:.4f} LSB "
                          f"(allowed {self.max_lsb_allowed} LSB)")
@@ -70,8 +72,9 @@ class ValidationReport:
         if self.top1_agreement is not None:
             lines.append(f"top-1 agree    {100 * self.top1_agreement:.1f}%")
         latency = self.latency_us
-        lines.append(f"latency        min {latency['min']:.0f} µs, median {latency['median']:.0f}"
-                     f" µs, max {latency['max']:.0f} µs (on the device)")
+        lines.append(f"latency        min {units.micros(latency['min'])}, median "
+                     f"{units.micros(latency['median'])}, max {units.micros(latency['max'])} "
+                     "(on the device)")
         for mismatch in self.mismatches[:5]:
             if "problem" in mismatch:
                 lines.append(f"  sample {mismatch['sample']}: {mismatch['problem']}")
@@ -166,18 +169,17 @@ def run(conversation: Conversation, boot: protocol.Boot, samples: list[np.ndarra
     spec = boot.inputs[0]
     batch = [[np.asarray(s, dtype=_NUMPY_TYPES[spec.dtype]).reshape(spec.shape)]
              for s in samples]
-    device = [_ask(conversation, seq, inputs[0]) for seq, inputs in enumerate(batch)]
+    device = [_ask(conversation, seq, inputs[0], boot.max_line)
+              for seq, inputs in enumerate(batch)]
     expected = reference.outputs(batch)
     return _compare(device, expected, boot, reference.name, max_lsb, max_abs)
 
 
-def _send_input(conversation: Conversation, seq: int, data: bytes) -> None:
-    """Send one input (the bytes of the input tensor) as IN with sequence number `seq`."""
-    conversation.send(protocol.encode_input(seq, data))
-
-
-def _ask(conversation: Conversation, seq: int, values: np.ndarray) -> protocol.Result:
-    _send_input(conversation, seq, values.tobytes())
+def _ask(conversation: Conversation, seq: int, values: np.ndarray,
+         max_line: int | None) -> protocol.Result:
+    # One IN, or chunks when the input does not fit the device's line (docs/protocol.md 3.1).
+    for line in protocol.encode_input_lines(seq, values.tobytes(), max_line):
+        conversation.send(line)
     answer = conversation.wait_for(
         lambda e: isinstance(e, (protocol.Result, protocol.DeviceErrorMessage))
         and e.seq == seq and getattr(e, "src", "host") == "host",
@@ -304,7 +306,7 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
             samples = samples_from_file(data, spec)
         else:
             samples = random_samples(spec, random_count or DEFAULT_RANDOM_SAMPLES, seed)
-        log.info("validating %d inputs against %s", len(samples), reference.name)
+        log.info("validating %s inputs against %s", units.count(len(samples)), reference.name)
         return last_build.save_validation(build, run(
             conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs))
     finally:

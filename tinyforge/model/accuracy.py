@@ -129,7 +129,7 @@ def compare(model: bytes, reference: FloatReference, *, model_name: str) -> Accu
     quantized = _quantize_inputs(inputs, info.inputs[0], model_name)
     results = run_batch(model, [[sample] for sample in quantized], len(info.outputs), model_name)
     report = _report(model_name, reference, info.outputs, results)
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary())
     return report
 
 

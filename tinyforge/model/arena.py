@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from .. import units
 from ..errors import HostRuntimeError
 from . import host_runtime
 
@@ -90,9 +91,10 @@ def plan_from_host(host: ArenaMeasurement) -> ArenaPlan:
     return ArenaPlan(
         arena_bytes=align(host.minimum_bytes + margin), margin_bytes=margin, used=host,
         host=host, device=None,
-        note=(f"host TFLM minimum {host.minimum_bytes} B + margin {margin} B "
-              f"({HOST_MARGIN_FRACTION:.0%} + {HOST_MARGIN_BYTES} B); the 64-bit host "
-              "over-estimates a 32-bit device"))
+        note=(f"host TFLM minimum {units.size(host.minimum_bytes)} + margin "
+              f"{units.size(margin)} ({HOST_MARGIN_FRACTION:.0%} + "
+              f"{units.size(HOST_MARGIN_BYTES)}); the 64-bit host over-estimates a 32-bit "
+              "device"))
 
 
 def plan_from_device(device: ArenaMeasurement, host: ArenaMeasurement | None) -> ArenaPlan:
@@ -100,8 +102,9 @@ def plan_from_device(device: ArenaMeasurement, host: ArenaMeasurement | None) ->
     return ArenaPlan(
         arena_bytes=align(device.minimum_bytes + margin), margin_bytes=margin, used=device,
         host=host, device=device,
-        note=(f"measured on the emulated Cortex-M4 (qemu-m4): minimum {device.minimum_bytes} B"
-              f" + margin {margin} B ({DEVICE_MARGIN_FRACTION:.0%} + {DEVICE_MARGIN_BYTES} B)"))
+        note=(f"measured on the emulated Cortex-M4 (qemu-m4): minimum "
+              f"{units.size(device.minimum_bytes)} + margin {units.size(margin)} "
+              f"({DEVICE_MARGIN_FRACTION:.0%} + {units.size(DEVICE_MARGIN_BYTES)})"))
 
 
 def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
@@ -124,7 +127,7 @@ def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
     minimum = smallest_fitting(runs, start=reported, ceiling=ceiling)
     if minimum is None:
         raise HostRuntimeError(
-            f"the model does not run in host TFLM even with a {ceiling} B arena",
+            f"the model does not run in host TFLM even with a {units.size(ceiling)} arena",
             hint="make the model's activations smaller (narrower layers, a smaller input)")
     measurement = ArenaMeasurement(minimum_bytes=minimum, reported_bytes=reported,
                                    probes=probes, seconds=time.monotonic() - started,

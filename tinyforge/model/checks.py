@@ -65,7 +65,7 @@ def prepare(data: bytes, name: str, board: profiles.Board, *, quantize: str = "i
         prepared.host_error = "\n".join(filter(None, [error.message, error.details]))
         return prepared
     prepared.arena = arena_mod.plan_from_host(host)
-    prepared.fit = fit.estimate(board, model_bytes=info.size, op_count=len(ops),
+    prepared.fit = fit.estimate(board, info, op_count=len(ops),
                                 arena_bytes=prepared.arena.arena_bytes)
     if strict:
         if force and not prepared.fit.fits:

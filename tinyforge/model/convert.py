@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import tempfile
 import zipfile
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import proc
+from .. import proc, units
 from ..errors import (
     ChildTimeoutError,
     ConversionError,
@@ -42,7 +43,8 @@ from . import calibration as calib
 from ._convert_child import EXIT_REPORTED
 from .accuracy import FloatReference
 
-__all__ = ["ConversionResult", "QUANTIZE_MODES", "convert", "source_kind"]
+__all__ = ["ConversionResult", "QUANTIZE_MODES", "convert", "source_kind",
+           "without_tensorflow_logs"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ CONVERSION_TIMEOUT_S = 900.0
 # TensorFlow's C++ INFO lines are noise even in --verbose output; warnings stay.
 _CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "1", "PYTHONUNBUFFERED": "1",
               "TF_ENABLE_ONEDNN_OPTS": "0"}
+# TensorFlow's C++ (absl) log lines, e.g. "W0000 00:00:1796156001.905745   24961 x.cc:364] ...",
+# and absl's notice before them: noise for the user, shown with -v (the debug log) only.
+# (absl writes the seconds since the epoch where the seconds of the minute would be.)
+_TF_LOG_LINE = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
+                          r"|WARNING: All log messages before absl::InitializeLog\(\)")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # HDF5 allows a user block before the signature; it is then at one of these offsets.
 _HDF5_OFFSETS = (0, 512, 1024, 2048)
@@ -180,9 +187,9 @@ def convert(source: Path, *, calibration: Path | None, quantize: str = "int8", o
         seconds=completed.seconds, convert_seconds=facts["convert_seconds"],
         tensorflow_version=facts["tensorflow_version"], reference=reference,
         log_lines=completed.output)
-    log.info("converted %s: %d bytes in %.1f s (converter %.2f s)%s", source, len(data),
-             completed.seconds, result.convert_seconds,
-             "; batch fixed to 1" if result.batch_was_fixed else "")
+    log.debug("converted %s: %s in %s (converter %.2f s)%s", source, units.size(len(data)),
+              units.seconds(completed.seconds), result.convert_seconds,
+              "; batch fixed to 1" if result.batch_was_fixed else "")
     return result
 
 
@@ -206,7 +213,7 @@ def _run_child(work: Path, *, source: Path, kind: str, quantize: str,
                         what="conversion")
     except ChildTimeoutError as exc:
         raise ConversionError(f"converting {source} took longer than {timeout:g} s and was "
-                              "stopped", details=exc.details,
+                              "stopped", details=without_tensorflow_logs(exc.details),
                               hint="try fewer calibration samples, or a smaller model") from None
 
 
@@ -218,12 +225,20 @@ def _outcome(work: Path, completed: proc.Completed, source: Path) -> dict:
         return result
     if completed.returncode == EXIT_REPORTED and result and not result.get("ok"):
         raise _reported_error(result)
-    tail = "\n".join(f"  {line}" for line in completed.output[-proc.TAIL_LINES:])
+    shown = without_tensorflow_logs("\n".join(completed.output)) or ""
+    tail = "\n".join(f"  {line}" for line in shown.splitlines()[-proc.TAIL_LINES:])
     raise ConversionError(
         f"the conversion process for {source} crashed "
         f"({_describe_exit(completed.returncode)})",
         details=tail or None,
         hint="TensorFlow crashed on this model; run with --verbose for its full output")
+
+
+def without_tensorflow_logs(text: str | None) -> str | None:
+    """`text` without TensorFlow's C++ log lines: what a conversion error shows the user."""
+    if not text:
+        return text
+    return "\n".join(line for line in text.splitlines() if not _TF_LOG_LINE.match(line.strip()))
 
 
 def _reported_error(result: dict) -> TinyforgeError:

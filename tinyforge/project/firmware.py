@@ -16,13 +16,12 @@ from ..board.profiles import Board
 from ..board.resolver import ResolverTable
 from ..model.arena import ArenaPlan
 from ..model.compat import ResolvedOp
+from ..model.fit import HOST_LINE_BYTES
 from ..model.reader import ModelInfo, TensorInfo
 from . import templates
 
 PROTOCOL_VERSION = 1
 _PROJECT_TEMPLATES = "project"
-# Bytes of an IN message around its hex payload: "!tf1 IN seq=4294967295 data=" + " *crc\r\n".
-_LINE_OVERHEAD = 64
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,8 @@ def _context(inputs: FirmwareInputs) -> dict:
         "inputs": [_tensor_context(t) for t in info.inputs],
         "outputs": [_tensor_context(t) for t in info.outputs],
         "input_bytes": input_bytes,
-        "max_line_length": 2 * input_bytes + _LINE_OVERHEAD,
+        # The same for every model (and counted by the fit estimate): chunked IN.
+        "max_line_length": HOST_LINE_BYTES,
         "labels": inputs.labels,
         "demo_input": inputs.demo_input is not None,
         "demo_array": templates.c_byte_array(inputs.demo_input or b""),

@@ -14,12 +14,13 @@ from pathlib import Path
 from .. import __version__, storage
 from ..board.profiles import Board
 from ..device import protocol
+from ..model.fit import HOST_LINE_BYTES
 from . import templates, writer
 
 _TEMPLATES = "selftest"
 
 # The firmware's contract (rendered into src/selftest_config.h; docs/protocol.md).
-MAX_LINE_LENGTH = 512                   # host line, without its line end
+MAX_LINE_LENGTH = HOST_LINE_BYTES       # host line, without its line end: a model firmware's
 MODEL_SHA256 = hashlib.sha256(b"selftest").hexdigest()
 INPUT_SHAPE = (1, 16)
 OUTPUT_SHAPE = (1, 4)

@@ -44,6 +44,8 @@ class RenderPlan:
     root: Path
     actions: dict[str, str] = field(default_factory=dict)  # relative path -> action
     stale: list[str] = field(default_factory=list)        # generated before, not any more
+    # sha256 of each file as the plan found it on disk; None when it did not exist.
+    previous: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     def paths(self, action: str) -> list[str]:
         return sorted(p for p, a in self.actions.items() if a == action)
@@ -57,6 +59,10 @@ class RenderPlan:
         for action in self.actions.values():
             counts[action] = counts.get(action, 0) + 1
         return dict(sorted(counts.items()))
+
+    def summary_text(self) -> str:
+        """The counts for people: ``11 create, 1 identical``."""
+        return ", ".join(f"{n} {action}" for action, n in self.summary().items()) or "no files"
 
 
 def sha256(data: bytes) -> str:
@@ -107,7 +113,9 @@ def plan(root: Path, files: dict[str, bytes], *, overwrite: bool = False) -> Ren
         on_disk = _read_generated(path)
         if on_disk is None:
             result.actions[relative] = "create"
+            result.previous[relative] = None
             continue
+        result.previous[relative] = sha256(on_disk)
         if on_disk == data:
             result.actions[relative] = "identical"
         elif previous_files.get(relative) == sha256(on_disk):
@@ -125,6 +133,22 @@ def plan(root: Path, files: dict[str, bytes], *, overwrite: bool = False) -> Ren
 
 def _inside(root: Path, path: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
+def actions_since(before: RenderPlan, files: dict[str, bytes], after: RenderPlan) -> dict[str, str]:
+    """What writing `files` (planned as `after`) did to each file compared with the disk
+    that `before` saw, when another render wrote the project in between (the arena
+    measurement build): a file that did not exist before is "create", not "identical"."""
+    actions = {}
+    for relative, action in after.actions.items():
+        previous = before.previous.get(relative, "")
+        if previous is None:
+            actions[relative] = "create"
+        elif previous == sha256(files[relative]):
+            actions[relative] = "identical"
+        elif action in ("update", "overwrite"):
+            actions[relative] = action
+        else:  # the render in between made it what it is now
+            actions[relative] = before.actions.get(relative, "update")
+    return actions
 
 
 def _conflict(root: Path, paths: list[str]) -> ProjectError:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import proc, resources, storage
+from .. import proc, resources, storage, units
 from ..board.profiles import Board
 from ..board.tflm_source import missing_tflm_hint
 from ..errors import (
@@ -242,8 +242,11 @@ PROGRESS_EVERY_FILES = 25
 
 
 def progress_logger(what: str) -> Callable[[str], None]:
-    """An `on_line` for `build()`: every line at debug level, and at info level a count of
-    compiled files every so often plus the lines that matter (linking, usage, errors)."""
+    """An `on_line` for `build()`: every line of PlatformIO's at debug level (-v), and at
+    info level only tinyforge's own count of compiled files every so often. PlatformIO's
+    RAM/Flash bars stay behind -v: the caller reports the figures that are the user's
+    firmware (a measurement build's are not), and a failure's error lines come with the
+    error."""
     compiled = 0
 
     def on_line(line: str) -> None:
@@ -252,9 +255,7 @@ def progress_logger(what: str) -> Callable[[str], None]:
         if line.startswith("Compiling "):
             compiled += 1
             if compiled % PROGRESS_EVERY_FILES == 0:
-                log.info("  %s: %d files compiled...", what, compiled)
-        elif line.startswith(("Linking", "RAM:", "Flash:")) or " error" in line.lower():
-            log.info("  %s", line)
+                log.info("  %s: %s files compiled...", what, units.count(compiled))
 
     return on_line
 
@@ -300,7 +301,7 @@ def _explain_failure(failure: ChildProcessFailed, watcher: _OutputWatcher,
             f"PlatformIO could not download {package} (no network access to its registry)",
             hint=_offline_hint(board))
     if watcher.overflows:
-        details = "\n".join(f"  - {region}: over by {over:,} bytes"
+        details = "\n".join(f"  - {region}: over by {units.size(over)}"
                             for region, over in watcher.overflows)
         return DoesNotFitError(
             f"the firmware does not fit {board.name}: the linker ran out of space",

@@ -1,4 +1,4 @@
-// Start-up of the qemu-m4 target: vector table, reset, fault reporting, exit, main().
+// Start-up of the qemu-m4 target: vector table, reset, fault reporting, exit, the sketch.
 //
 // A fault prints one line that tinyforge.emulator recognises,
 //   tinyforge: HARDFAULT pc=0x... lr=0x... xpsr=0x... cfsr=0x... hfsr=0x... bfar=0x... mmfar=0x...
@@ -18,8 +18,6 @@ void Default_Handler();
 void Timer0_Handler();
 }
 
-int main();
-
 namespace {
 
 volatile uint32_t* const kCpacr = reinterpret_cast<volatile uint32_t*>(0xE000ED88);
@@ -36,6 +34,12 @@ constexpr uint32_t kAdpStoppedApplicationExit = 0x20026;
 // 16 system exceptions plus mps2-an386's 32 external interrupts.
 constexpr int kVectorCount = 16 + 32;
 typedef void (*Handler)();
+
+// What the Arduino core's main() does: setup() once, then loop() forever.
+[[noreturn]] void RunSketch() {
+  setup();
+  for (;;) loop();
+}
 
 }  // namespace
 
@@ -77,15 +81,14 @@ extern "C" void Reset_Handler() {
 
   qemu_m4::StartTimer();  // BoardMicros() counts from here
   __libc_init_array();  // static constructors
-  // The layer's own main() below; GCC accepts the call (ISO C++ would only warn).
-  main();
-  qemu_m4::Exit(0);
+  // Not main(): a C++ program may not call it ([basic.start.main]).
+  RunSketch();
 }
 
-int main() {
-  setup();
-  for (;;) loop();
-}
+// newlib's crt0, which GCC links by default, refers to main(). It never runs (the
+// vector table starts at Reset_Handler), but if something did enter there, the
+// sketch would still run.
+int main() { RunSketch(); }
 
 extern "C" [[noreturn]] __attribute__((used)) void ReportFault(const uint32_t* frame) {
   // The exception frame the core stacked: r0-r3, r12, lr, pc, xpsr.

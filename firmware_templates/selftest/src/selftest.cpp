@@ -6,7 +6,8 @@
 //   HELLO      with BOOT (model= the SHA-256 of the string "selftest", arena 0, no ops);
 //   ECHO       with ECHO, the same seq and data;
 //   TIME       with TIME us=<BoardMicros()>, so the host can check the clock's rate;
-//   IN         with RES computed by the "model" below, or ERR BAD_LENGTH;
+//   IN         whole or in chunks, with RES computed by the "model" below, or ERR
+//              (BAD_LENGTH, BAD_OFFSET, INPUT_INCOMPLETE, ...);
 //   other types with ERR UNKNOWN_TYPE, and bad lines with ERR (BAD_CRC, LINE_TOO_LONG, ...).
 // Like a model firmware with a demo input, it also sends a RES (src=demo) for a built-in
 // input every 3 s until the host sends anything but HELLO, so a monitor has results to show.
@@ -23,8 +24,8 @@ namespace {
 //   out[j] = clamp(sum of in[i] for every i with i % 4 == j, -128, 127).
 constexpr int kInputCount = 16;
 constexpr int kOutputCount = 4;
-const int32_t kInputDims[] = {1, kInputCount};
-const int32_t kOutputDims[] = {1, kOutputCount};
+const int kInputDims[] = {1, kInputCount};
+const int kOutputDims[] = {1, kOutputCount};
 
 int8_t g_input[kInputCount];
 int8_t g_output[kOutputCount];
@@ -40,6 +41,8 @@ uint32_t g_last_demo_us = 0;
 
 char g_line[kMaxLineLength + 1];
 tfproto::LineParser g_parser(g_line, sizeof(g_line));
+const tfproto::InputBuffer kInputBuffers[] = {{g_input, sizeof(g_input)}};
+tfproto::InputAssembler g_assembler(kInputBuffers, 1);
 
 tfproto::TensorView InputView() {
   return {tfproto::kInt8, kInputDims, 2, g_input, kInputCount, kInputScale, kInputZeroPoint};
@@ -65,6 +68,7 @@ void SendBoot() {
   info.outputs = outputs;
   info.num_outputs = 1;
   info.ok = true;
+  info.max_line = static_cast<uint32_t>(g_parser.max_message());
   tfproto::WriteBoot(BoardSerialWrite, info);
 }
 
@@ -87,9 +91,8 @@ void RunDemo() {
 }
 
 void AnswerInput() {
-  const tfproto::InputBuffer buffers[] = {{g_input, sizeof(g_input)}};
   uint32_t seq;
-  if (!tfproto::ReceiveInput(BoardSerialWrite, g_parser, buffers, 1, &seq)) return;
+  if (!g_assembler.Receive(BoardSerialWrite, g_parser, &seq)) return;
   const uint32_t start = BoardMicros();
   RunModel();
   const uint32_t micros = BoardMicros() - start;

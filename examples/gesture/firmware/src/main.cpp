@@ -31,12 +31,15 @@ tflite::MicroInterpreter* interpreter = nullptr;
 const tflite::Model* model = nullptr;
 OpResolver resolver;
 
-char line_buffer[kMaxLineLength];
+// One host message: inputs larger than it arrive in IN chunks (docs/protocol.md).
+char line_buffer[kMaxLineLength + 1];
 tfproto::LineParser parser(line_buffer, sizeof(line_buffer));
 
 tfproto::TensorView input_views[kInputCount];
 tfproto::TensorView output_views[kOutputCount];
+// Point at the interpreter's input tensors (DescribeTensors); IN data goes there.
 tfproto::InputBuffer input_buffers[kInputCount];
+tfproto::InputAssembler assembler(input_buffers, kInputCount);
 bool ready = false;
 uint32_t arena_used_bytes = 0;
 
@@ -72,7 +75,7 @@ bool ToValueType(TfLiteType type, tfproto::ValueType* out) {
 bool DescribeTensor(TfLiteTensor* tensor, const TensorSettings& expected,
                     tfproto::TensorView* view) {
   if (tensor == nullptr || !ToValueType(tensor->type, &view->type)) return false;
-  view->dims = reinterpret_cast<const int32_t*>(tensor->dims->data);
+  view->dims = tensor->dims->data;
   view->num_dims = tensor->dims->size;
   view->data = tensor->data.raw;
   view->count = tensor->bytes / tfproto::ValueTypeSize(view->type);
@@ -95,6 +98,7 @@ void SendBoot() {
   info.outputs = output_views;
   info.num_outputs = ready ? kOutputCount : 0;
   info.ok = ready;
+  info.max_line = static_cast<uint32_t>(parser.max_message());
   tfproto::WriteBoot(Write, info);
 }
 
@@ -144,6 +148,21 @@ const char* DescribeTensors() {
   return nullptr;
 }
 
+// Builds the interpreter on the whole arena and describes its tensors; false
+// after recording the failure.
+bool BuildInterpreter() {
+  const TfLiteStatus allocate_status = CreateInterpreter(kTensorArenaSize);
+  if (allocate_status != kTfLiteOk) {
+    return FailStartup(tfproto::kErrAllocateFailed, allocate_status,
+                       "AllocateTensors() failed: arena too small or op missing");
+  }
+  arena_used_bytes = interpreter->arena_used_bytes();
+  if (const char* unexpected = DescribeTensors()) {
+    return FailStartup(tfproto::kErrInputType, kTfLiteError, unexpected);
+  }
+  return true;
+}
+
 // Everything setup() needs before the first inference; false after recording
 // the first failure.
 bool StartInterpreter() {
@@ -156,16 +175,7 @@ bool StartInterpreter() {
   if (RegisterOps(resolver, &failed_op) != kTfLiteOk) {
     return FailStartup(tfproto::kErrOpResolver, kTfLiteError, failed_op);
   }
-  const TfLiteStatus allocate_status = CreateInterpreter(kTensorArenaSize);
-  if (allocate_status != kTfLiteOk) {
-    return FailStartup(tfproto::kErrAllocateFailed, allocate_status,
-                       "AllocateTensors() failed: arena too small or op missing");
-  }
-  arena_used_bytes = interpreter->arena_used_bytes();
-  if (const char* unexpected = DescribeTensors()) {
-    return FailStartup(tfproto::kErrInputType, kTfLiteError, unexpected);
-  }
-  return true;
+  return BuildInterpreter();
 }
 
 void RunInference(uint32_t seq, const char* source) {
@@ -190,8 +200,9 @@ void RunDemoInput() {
 }
 
 // PROBE arena=N: does the model allocate and invoke with only N bytes of
-// arena? Answers ARENA size=N used=U status=ok|error. The interpreter then
-// keeps the probed size; PROBE with the configured size restores it.
+// arena? Answers ARENA size=N used=U status=ok|error, then rebuilds the
+// interpreter on the whole arena, so the firmware answers IN as before. If even
+// that fails, the firmware is no longer ready and says why.
 void AnswerProbe() {
   const char* value = nullptr;
   size_t length = 0;
@@ -202,6 +213,8 @@ void AnswerProbe() {
                         "PROBE needs arena=N with N at most the configured arena");
     return;
   }
+  // The probe moves the input tensors: an input half received cannot be finished.
+  assembler.Abandon(Write, "PROBE rebuilt the interpreter");
   bool ok = CreateInterpreter(size) == kTfLiteOk;
   const uint32_t used = ok ? interpreter->arena_used_bytes() : 0;
   ok = ok && DescribeTensors() == nullptr && interpreter->Invoke() == kTfLiteOk;
@@ -211,6 +224,8 @@ void AnswerProbe() {
   writer.UInt("used", used);
   writer.Text("status", ok ? "ok" : "error");
   writer.End();
+  ready = BuildInterpreter();
+  if (!ready) Fail(startup_failure.code, startup_failure.status, startup_failure.text);
 }
 
 void HandleMessage() {
@@ -218,19 +233,20 @@ void HandleMessage() {
   if (strcmp(type, "HELLO") == 0) {
     SendBootAndStatus();
   } else if (strcmp(type, "IN") == 0) {
+    // From the first chunk on: the demo input would overwrite what arrived.
+    host_sent_input = true;
     uint32_t seq = 0;
     if (!ready) {
       // The host learns why, under its own request's seq.
       tfproto::WriteError(Write, tfproto::RequestSeq(parser), startup_failure.code,
                           startup_failure.status, startup_failure.text);
-    } else if (tfproto::ReceiveInput(Write, parser, input_buffers, kInputCount, &seq)) {
-      host_sent_input = true;
+    } else if (assembler.Receive(Write, parser, &seq)) {
       RunInference(seq, "host");
     }
   } else if (strcmp(type, "ECHO") == 0) {
     tfproto::AnswerEcho(Write, parser);
   } else if (strcmp(type, "PROBE") == 0) {
-    host_sent_input = true;  // the demo would run on a probed interpreter
+    host_sent_input = true;  // a firmware being measured: demo results would be noise
     AnswerProbe();
   } else {
     Fail(tfproto::kErrUnknownType, kTfLiteOk, type);

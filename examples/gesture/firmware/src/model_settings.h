@@ -6,14 +6,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// host TFLM minimum 3728 B + margin 1408 B (10% + 1024 B); the 64-bit host over-estimates a 32-bit device
+// host TFLM minimum 3,728 B + margin 1,408 B (10% + 1,024 B); the 64-bit host over-estimates a 32-bit device
 constexpr int kTensorArenaSize = 5136;
 // One per VAR_HANDLE op: streaming models keep state in resource variables.
 constexpr int kResourceVariableCount = 0;
 
 constexpr uint32_t kSerialBaud = 115200;
-// The longest host message: an IN line carrying every input byte as two hex digits.
-constexpr size_t kMaxLineLength = 256;
+// The longest host message the firmware reads (without its line end). The same
+// for every model: inputs that do not fit one IN line arrive in chunks.
+constexpr size_t kMaxLineLength = 512;
 
 // What the firmware expects of each tensor; checked against the interpreter's
 // tensors before first use.

@@ -582,6 +582,7 @@ void WriteBoot(WriteFn write, const BootInfo& info) {
   w.TensorSpecs("in", info.inputs, info.num_inputs);
   w.TensorSpecs("out", info.outputs, info.num_outputs);
   w.Text("status", info.ok ? "ok" : "error");
+  if (info.max_line != 0) w.UInt("max_line", info.max_line);
   w.End();
 }
 
@@ -628,8 +629,33 @@ int64_t RequestSeq(const LineParser& request) {
   return seq;
 }
 
-bool ReceiveInput(WriteFn write, const LineParser& request, const InputBuffer* inputs,
-                  size_t num_inputs, uint32_t* seq) {
+// ---- InputAssembler ----
+
+namespace {
+
+void WriteLengthError(WriteFn write, uint32_t seq, size_t expected, const char* got_text,
+                      size_t got) {
+  char text[64];
+  size_t at = AppendText(text, 0, sizeof(text), "expected ");
+  at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(expected));
+  at = AppendText(text, at, sizeof(text), got_text);
+  at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(got));
+  AppendText(text, at, sizeof(text), " bytes");
+  WriteError(write, seq, kErrBadLength, 0, text);
+}
+
+}  // namespace
+
+InputAssembler::InputAssembler(const InputBuffer* inputs, size_t num_inputs)
+    : inputs_(inputs), num_inputs_(num_inputs), state_(kIdle), seq_(0), received_(0) {}
+
+size_t InputAssembler::Total() const {
+  size_t total = 0;
+  for (size_t i = 0; i < num_inputs_; ++i) total += inputs_[i].size;
+  return total;
+}
+
+bool InputAssembler::Receive(WriteFn write, const LineParser& request, uint32_t* seq) {
   const int64_t parsed_seq = RequestSeq(request);
   if (parsed_seq == kNoSeq) {
     WriteError(write, kNoSeq, kErrBadMessage, 0, "IN needs seq=<uint32>");
@@ -643,24 +669,115 @@ bool ReceiveInput(WriteFn write, const LineParser& request, const InputBuffer* i
     WriteError(write, request_seq, kErrBadMessage, 0, "IN needs data=<lower-case hex>");
     return false;
   }
-  size_t expected = 0;
-  for (size_t i = 0; i < num_inputs; ++i) expected += inputs[i].size;
-  if (hex_length / 2 != expected) {
-    char text[64];
-    size_t at = AppendText(text, 0, sizeof(text), "expected ");
-    at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(expected));
-    at = AppendText(text, at, sizeof(text), " bytes, got ");
-    at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(hex_length / 2));
-    AppendText(text, at, sizeof(text), " bytes");
-    WriteError(write, request_seq, kErrBadLength, 0, text);
+  const char* offset_text;
+  const char* final_text;
+  size_t offset_length, final_length;
+  const bool has_offset = request.Find("offset", &offset_text, &offset_length);
+  const bool has_final = request.Find("final", &final_text, &final_length);
+  bool complete;
+  if (!has_offset && !has_final) {
+    complete = ReceiveWhole(write, request_seq, hex, hex_length);
+  } else {
+    uint32_t offset;
+    if (!has_offset || !has_final || !ParseUInt(offset_text, offset_length, &offset) ||
+        final_length != 1 || (final_text[0] != '0' && final_text[0] != '1')) {
+      WriteError(write, request_seq, kErrBadMessage, 0,
+                 "IN chunks need offset=<uint32> and final=0|1");
+      return false;
+    }
+    complete = ReceiveChunk(write, request_seq, offset, final_text[0] == '1', hex, hex_length);
+  }
+  if (complete) *seq = request_seq;
+  return complete;
+}
+
+bool InputAssembler::ReceiveWhole(WriteFn write, uint32_t seq, const char* hex,
+                                  size_t hex_length) {
+  if (state_ == kReceiving) Abandon(write, "another input started");
+  state_ = kIdle;
+  // Checked before any byte is written, so a refused input changes nothing.
+  const size_t total = Total();
+  if (hex_length / 2 != total) {
+    WriteLengthError(write, seq, total, " bytes, got ", hex_length / 2);
     return false;
   }
-  for (size_t i = 0; i < num_inputs; ++i) {
-    DecodeHex(hex, 2 * inputs[i].size, static_cast<uint8_t*>(inputs[i].data), inputs[i].size);
-    hex += 2 * inputs[i].size;
-  }
-  *seq = request_seq;
+  Store(0, hex, total);
   return true;
+}
+
+bool InputAssembler::ReceiveChunk(WriteFn write, uint32_t seq, uint32_t offset, bool final,
+                                  const char* hex, size_t hex_length) {
+  const size_t length = hex_length / 2;
+  if (offset == 0) {
+    if (state_ == kReceiving) Abandon(write, "another input started");
+    state_ = kReceiving;
+    seq_ = seq;
+    received_ = 0;
+  } else if (state_ == kDiscarding && seq == seq_) {
+    if (final) state_ = kIdle;
+    return false;  // the rest of an input that was already answered
+  } else if (state_ != kReceiving || seq != seq_ || offset != received_) {
+    const bool same_input = state_ == kReceiving && seq == seq_;
+    char text[64];
+    if (same_input) {
+      size_t at = AppendText(text, 0, sizeof(text), "expected offset=");
+      at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(received_));
+      at = AppendText(text, at, sizeof(text), ", got offset=");
+      AppendUInt(text, at, sizeof(text), offset);
+    } else {
+      AppendText(text, 0, sizeof(text), "no input in progress for this seq (start at offset=0)");
+    }
+    // Another input in progress stays in progress: this chunk is not part of it.
+    if (same_input || state_ != kReceiving) {
+      state_ = final ? kIdle : kDiscarding;
+      seq_ = seq;
+    }
+    WriteError(write, seq, kErrBadOffset, 0, text);
+    return false;
+  }
+  const size_t total = Total();
+  if (length > total - received_) {
+    state_ = final ? kIdle : kDiscarding;
+    WriteLengthError(write, seq, total, " bytes, got at least ", received_ + length);
+    return false;
+  }
+  Store(received_, hex, length);
+  received_ += length;
+  if (!final) return false;
+  state_ = kIdle;
+  if (received_ != total) {
+    WriteLengthError(write, seq, total, " bytes, got ", received_);
+    return false;
+  }
+  return true;
+}
+
+void InputAssembler::Abandon(WriteFn write, const char* why) {
+  if (state_ != kReceiving) return;
+  // Its remaining chunks are dropped: this ERR is the input's one answer.
+  state_ = kDiscarding;
+  char text[96];
+  size_t at = AppendText(text, 0, sizeof(text), why);
+  at = AppendText(text, at, sizeof(text), " after ");
+  at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(received_));
+  at = AppendText(text, at, sizeof(text), " of ");
+  at = AppendUInt(text, at, sizeof(text), static_cast<uint32_t>(Total()));
+  AppendText(text, at, sizeof(text), " bytes");
+  WriteError(write, seq_, kErrInputIncomplete, 0, text);
+}
+
+// Decodes `length` bytes of hex into the inputs, starting `offset` bytes into their
+// concatenation. The caller has checked that they fit.
+void InputAssembler::Store(size_t offset, const char* hex, size_t length) {
+  size_t input = 0;
+  for (size_t i = 0; i < length; ++i) {
+    while (offset >= inputs_[input].size) {  // also skips empty tensors
+      offset -= inputs_[input].size;
+      ++input;
+    }
+    static_cast<uint8_t*>(inputs_[input].data)[offset++] = static_cast<uint8_t>(
+        (LowerHexValue(hex[2 * i]) << 4) | LowerHexValue(hex[2 * i + 1]));
+  }
 }
 
 void AnswerEcho(WriteFn write, const LineParser& request) {

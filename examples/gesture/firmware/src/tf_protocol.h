@@ -5,7 +5,9 @@
 // and ends with "\r\n". MessageWriter streams such a line through a WriteFn with
 // a small internal buffer and an incremental CRC, so an output of any size needs
 // no big buffer. LineParser reads host lines (HELLO, IN, ECHO) one byte at a time
-// into a buffer the caller owns.
+// into a buffer the caller owns; InputAssembler puts the inputs an IN carries,
+// whole or in chunks, into the input tensors, so that buffer stays small
+// whatever the model's input size.
 //
 // Plain C++11: no heap, no exceptions, no RTTI, no printf (the Arduino mbed
 // core's printf may lack float support), no TFLM and no Arduino headers.
@@ -31,6 +33,8 @@ constexpr char kErrBadLength[] = "BAD_LENGTH";
 constexpr char kErrLineTooLong[] = "LINE_TOO_LONG";
 constexpr char kErrUnknownType[] = "UNKNOWN_TYPE";
 constexpr char kErrProtocolVersion[] = "PROTOCOL_VERSION";
+constexpr char kErrBadOffset[] = "BAD_OFFSET";
+constexpr char kErrInputIncomplete[] = "INPUT_INCOMPLETE";
 
 // Receives the bytes of outgoing lines, in order. Must send all of them.
 typedef void (*WriteFn)(const char* data, size_t length);
@@ -43,9 +47,11 @@ size_t ValueTypeSize(ValueType type);       // bytes per element
 
 // A tensor as the protocol sees it. BOOT uses type, dims, scale and zero_point;
 // RES uses type, data, count, scale and zero_point. scale 0 means not quantized.
+// dims is `int`, the type of TfLiteIntArray::data, so TFLM's dims are used as
+// they are (int32_t is `long` on arm-none-eabi: a cast would break aliasing).
 struct TensorView {
   ValueType type;
-  const int32_t* dims;
+  const int* dims;
   int num_dims;
   const void* data;
   size_t count;
@@ -118,6 +124,9 @@ class LineParser {
 
   LineParser(char* buffer, size_t capacity);
 
+  // The longest message it accepts (BOOT reports it as max_line).
+  size_t max_message() const { return capacity_ - 1; }
+
   // kMessage: a complete, CRC-valid v1 message is ready (type(), Find()).
   // kError: a line was rejected; error_code() names why (an ERR code).
   Result Feed(char c);
@@ -172,6 +181,7 @@ struct BootInfo {
   const TensorView* outputs;
   size_t num_outputs;
   bool ok;
+  uint32_t max_line;           // LineParser::max_message(); 0 leaves max_line out
 };
 
 void WriteBoot(WriteFn write, const BootInfo& info);
@@ -194,11 +204,48 @@ struct InputBuffer {
   size_t size;
 };
 
-// Fills the inputs from an IN request and sets *seq. On failure it has already
-// answered with ERR (BAD_MESSAGE or BAD_LENGTH) and returns false; the inputs
-// are then unchanged.
-bool ReceiveInput(WriteFn write, const LineParser& request, const InputBuffer* inputs,
-                  size_t num_inputs, uint32_t* seq);
+// Assembles the inputs IN requests carry into the input buffers, one input at a
+// time (docs/protocol.md, section 3.1). An input arrives whole
+//   IN seq=<n> data=<hex>
+// or in chunks that follow each other byte by byte
+//   IN seq=<n> offset=<byte> final=0|1 data=<hex>
+// Every input gets exactly one answer: Receive() returns true when it is
+// complete (the caller runs it and answers RES), and answers ERR itself when the
+// input fails. A failed whole input leaves the buffers unchanged; a failed or
+// abandoned chunked input may have written the chunks before the failure.
+class InputAssembler {
+ public:
+  // The buffers are read on every request, not copied: the sketch may point them at other
+  // tensors later (a rebuilt interpreter), as long as no input is being assembled.
+  InputAssembler(const InputBuffer* inputs, size_t num_inputs);
+
+  // Handles one IN request. True when it completed an input: *seq is its seq and
+  // the buffers hold it. False when it took a chunk (no answer yet), ignored the
+  // rest of an input that already failed, or answered with ERR.
+  bool Receive(WriteFn write, const LineParser& request, uint32_t* seq);
+
+  // Drops the input being assembled, if any, and answers it with ERR
+  // INPUT_INCOMPLETE saying `why` (e.g. the interpreter was rebuilt).
+  void Abandon(WriteFn write, const char* why);
+
+  // True while a chunked input has started and not ended.
+  bool receiving() const { return state_ == kReceiving; }
+
+ private:
+  enum State { kIdle, kReceiving, kDiscarding };
+
+  bool ReceiveWhole(WriteFn write, uint32_t seq, const char* hex, size_t hex_length);
+  bool ReceiveChunk(WriteFn write, uint32_t seq, uint32_t offset, bool final,
+                    const char* hex, size_t hex_length);
+  size_t Total() const;  // bytes of all inputs
+  void Store(size_t offset, const char* hex, size_t length);
+
+  const InputBuffer* inputs_;
+  size_t num_inputs_;
+  State state_;
+  uint32_t seq_;      // the input being received, or the one whose chunks are dropped
+  size_t received_;   // bytes of it so far
+};
 
 // Answers an ECHO request with the same seq and data, or ERR BAD_MESSAGE.
 void AnswerEcho(WriteFn write, const LineParser& request);
