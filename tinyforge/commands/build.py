@@ -70,6 +70,8 @@ def _print_summary(result) -> None:
         for line in model.conversion.get("summary", []):
             print(f"convert  {line}")
     print(f"arena    {model.arena.arena_bytes:,} B  ({model.arena.note})")
+    if model.reference:
+        print(f"host     dry run and arena on the {model.reference.description}")
     for line in model.fit.lines():
         print(f"estimate {line}")
     if result.build:

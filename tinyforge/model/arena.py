@@ -42,6 +42,7 @@ class ArenaMeasurement:
     probes: int
     seconds: float
     source: str               # "host" (64-bit reference kernels) or "device" (qemu-m4)
+    runtime: str = ""         # for "host": which host TFLM (reference.HostRuntime.label)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -90,9 +91,9 @@ def plan_from_host(host: ArenaMeasurement) -> ArenaPlan:
     return ArenaPlan(
         arena_bytes=align(host.minimum_bytes + margin), margin_bytes=margin, used=host,
         host=host, device=None,
-        note=(f"host TFLM minimum {host.minimum_bytes} B + margin {margin} B "
-              f"({HOST_MARGIN_FRACTION:.0%} + {HOST_MARGIN_BYTES} B); the 64-bit host "
-              "over-estimates a 32-bit device"))
+        note=(f"host TFLM ({host.runtime or 'tflite-micro wheel'}) minimum "
+              f"{host.minimum_bytes} B + margin {margin} B ({HOST_MARGIN_FRACTION:.0%} + "
+              f"{HOST_MARGIN_BYTES} B); the 64-bit host over-estimates a 32-bit device"))
 
 
 def plan_from_device(device: ArenaMeasurement, host: ArenaMeasurement | None) -> ArenaPlan:
@@ -104,19 +105,26 @@ def plan_from_device(device: ArenaMeasurement, host: ArenaMeasurement | None) ->
               f" + margin {margin} B ({DEVICE_MARGIN_FRACTION:.0%} + {DEVICE_MARGIN_BYTES} B)"))
 
 
-def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
-    """Binary-search the smallest arena the host TFLM runtime can run `model` with."""
+def measure_on_host(model: bytes, model_name: str, runtime=None) -> ArenaMeasurement:
+    """Binary-search the smallest arena the host TFLM runtime can run `model` with.
+
+    `runtime` is a `reference.HostRuntime` (the host build of the board's TFLM tree, or the
+    tflite-micro wheel when None).
+    """
+    if runtime is None:
+        from .reference import WheelRuntime
+        runtime = WheelRuntime()
     started = time.monotonic()
-    reported = host_runtime.reported_arena_total(model, host_runtime.generous_arena(len(model)))
+    reported = runtime.reported_arena_total(model, host_runtime.generous_arena(len(model)))
     if reported is None:
-        host_runtime.dry_run(model, model_name)  # raises with TFLM's own explanation
+        runtime.dry_run(model, model_name)  # raises with TFLM's own explanation
         raise HostRuntimeError(f"the host TFLM runtime did not report an arena for {model_name}")
     probes = 0
 
     def runs(size: int) -> bool:
         nonlocal probes
         probes += 1
-        return host_runtime.probe(model, size).ok
+        return runtime.probe(model, size).ok
 
     ceiling = host_runtime.generous_arena(len(model))
     minimum = smallest_fitting(runs, start=reported, ceiling=ceiling)
@@ -125,7 +133,7 @@ def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
             f"the model does not run in host TFLM even with a {ceiling} B arena")
     measurement = ArenaMeasurement(minimum_bytes=minimum, reported_bytes=reported,
                                    probes=probes, seconds=time.monotonic() - started,
-                                   source="host")
+                                   source="host", runtime=runtime.label)
     log.debug("arena: reported %d, minimum %d after %d probes in %.2f s", reported, minimum,
               probes, measurement.seconds)
     return measurement
