@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import HostRuntimeError, ReferenceUnavailable, TinyforgeError
 from . import host_runtime
 from .isolated import IsolatedResult, call_isolated
+from . import layers as layers_module
 from .layers import LayerOutput, TensorSummary, model_operators, tensor_summaries
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,11 @@ def _wheel_layers(model, inputs) -> list[LayerOutput]:
     for node, (op, input_indices, output_indices) in enumerate(model_operators(model)):
         outputs, values = [], []
         for index in output_indices:
+            if summaries[index].dtype in layers_module.OPAQUE_DTYPES:
+                # A VAR_HANDLE's resource: no data, and the wheel's GetTensor() crashes on it.
+                outputs.append(replace(summaries[index], bytes=0))
+                values.append(np.empty(0, dtype=np.uint8))
+                continue
             tensor = interpreter.GetTensor(index, 0)
             data = np.array(tensor["tensor_data"]).reshape([int(d) for d in tensor["shape"]])
             outputs.append(replace(summaries[index], shape=list(data.shape), bytes=data.nbytes))
