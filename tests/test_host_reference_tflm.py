@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from qemu_support import require_emulator, seeded_core
 
 from tinyforge.board import profiles
 from tinyforge.model import host_build, layers, reader
+from tinyforge.model.isolated import call_isolated
 from tinyforge.model.reference import TreeRuntime, WheelRuntime, runtime_for_tree
 
 pytestmark = pytest.mark.tflm_tree
@@ -228,14 +230,71 @@ def test_validate_is_exact_on_qemu_against_the_board_tree_and_not_against_the_wh
 
 @pytest.mark.slow
 def test_the_emulated_board_rounds_the_mean_as_the_host_build_does(tinyforge, tflm_tree, models,
-                                                                 qemu_project, qemu_env):
+                                                                 qemu_project, qemu_env,
+                                                                 tmp_path):
+    model, info = reader.read_model_file(models / "mean_fma_int8.tflite")
     tinyforge("build", "--board", "qemu-m4", "--tflm", tflm_tree, "--model",
               models / "mean_fma_int8.tflite", "--project-dir", qemu_project, "--arena", "host",
               env=qemu_env, timeout=2400, check_rc=0)
-    data = ("validate", "--project-dir", qemu_project, "--data", models / "mean_fma_inputs.npy",
+    # validate takes float data and quantizes it: give the values of the crafted int8 inputs.
+    source = info.inputs[0]
+    crafted = np.load(models / "mean_fma_inputs.npy")
+    floats = ((crafted.astype(np.float64) - source.zero_point) * source.scale).astype(np.float32)
+    assert (np.round(floats / source.scale) + source.zero_point == crafted).all()
+    np.save(tmp_path / "inputs.npy", floats)
+    data = ("validate", "--project-dir", qemu_project, "--data", tmp_path / "inputs.npy",
             "--json")
     report = json.loads(tinyforge(*data, "--reference", "tflm", env=qemu_env,
                                   check_rc=0).stdout)
     assert report["exact_matches"] == report["samples"] == 8
     wheel = json.loads(tinyforge(*data, "--reference", "wheel", env=qemu_env).stdout)
     assert wheel["exact_matches"] < 8
+
+
+# --- state: resource variables, kept between inputs, reset on request ----------------------
+
+def _state_after(path: str, model: bytes, steps: list[np.ndarray], variables: int):
+    """READ_VARIABLE outputs of the first step: fresh, after more steps without a reset,
+    and after Reset()."""
+    from tinyforge.model import host_tflm
+    interpreter = host_tflm.Interpreter(host_tflm.load(Path(path)), model, 1 << 20, variables)
+    interpreter.check_allocated()
+
+    def first_step_state():
+        interpreter.capture_layers(True)
+        interpreter.set_input(0, steps[0])
+        interpreter.invoke()
+        interpreter.capture_layers(False)
+        return [layer.values[0] for layer in interpreter.layers()
+                if layer.op == "READ_VARIABLE"]
+
+    fresh = first_step_state()
+    for step in steps[1:]:
+        interpreter.set_input(0, step)
+        interpreter.invoke()
+    carried = first_step_state()
+    interpreter.reset()
+    return fresh, carried, first_step_state()
+
+
+def test_a_streaming_model_keeps_its_state_and_reset_is_tflms_own(tree_runtime):
+    wakeword = pytest.importorskip("pymicro_wakeword")
+    model, info = reader.read_model_file(Path(wakeword.__file__).parent / "models" /
+                                         "okay_nabu.tflite")
+    assert info.resource_variables > 0
+    rng = np.random.default_rng(5)
+    steps = [rng.integers(-128, 128, info.inputs[0].shape, dtype=np.int8) for _ in range(5)]
+    tree_runtime._prepare_fork()
+    result = call_isolated(_state_after, str(tree_runtime.library.path), model, steps,
+                           info.resource_variables)
+    assert result.ok, result.describe_failure() + result.output
+    fresh, carried, after_reset = result.value
+    assert len(fresh) == 6
+    # CALL_ONCE's initialization subgraph fills the streaming buffers with the quantized
+    # zero (-128); steps change them; the state is kept between invokes, as on the device.
+    assert all((state == -128).all() for state in fresh)
+    assert any((state != -128).any() for state in carried)
+    # tfh_reset is MicroInterpreter::Reset(): in Chirale's TFLM 2.0.0 it zeroes the resource
+    # variables' bytes and CALL_ONCE does not run again, so the model restarts from raw
+    # zeros, not from its initial state. Host and device run the same code: both do this.
+    assert all((state == 0).all() for state in after_reset)

@@ -44,8 +44,9 @@ def tree_for_build(build, explicit: Path | None) -> Path | None:
             return resolve_tflm_source(built_from)
         except TinyforgeError as error:  # moved or deleted since the build
             log.info("reference: the tree of the last build is gone (%s)", error.message)
-    # TODO(builds): PlatformIO's downloaded copy of the pinned library,
-    # .pio/libdeps/<env>/<library> (board.tflm_source), plugs in here.
+    # PlatformIO's downloaded copy of the pinned library (.pio/libdeps/<env>/<library> in
+    # the project) belongs here, before the environment: the builds branch adds that lookup
+    # to board/tflm_source.py.
     return resolve_tflm_source(None)
 
 

@@ -6,11 +6,13 @@ is not a safe arena: planning needs temporaries on top (measured: sine 1,760 rep
 found by binary search in 16-byte steps, each probe in a forked child because too-small
 arenas can segfault the runtime.
 
-The host build is 64-bit (8-byte pointers) with reference kernels, so it over-estimates the
-pointer-heavy parts of a 32-bit device's arena, but the device's CMSIS-NN kernels ask for
-scratch buffers the reference kernels do not. `HOST_MARGIN` covers that and differences
-between the host wheel's TFLM and the board's library version. A measurement on the
-emulated Cortex-M4 (qemu-m4) replaces this estimate when it is available.
+The host runtime is the tflite-micro wheel, or the board's own TFLM compiled for the host
+when a tree is given (reference.py). Either is 64-bit (8-byte pointers), so it over-estimates
+the pointer-heavy parts of a 32-bit device's arena, but the device's CMSIS-NN kernels ask for
+scratch buffers the wheel's reference kernels do not, and even the board's own CMSIS-NN asks
+for less on the host, where it takes its plain-C path (docs/arena.md). `HOST_MARGIN` covers
+that and, for the wheel, the difference of TFLM versions. A measurement on the emulated
+Cortex-M4 (qemu-m4) replaces this estimate when it is available.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class ArenaMeasurement:
     reported_bytes: int       # what TFLM's recording allocator reported at a generous size
     probes: int
     seconds: float
-    source: str               # "host" (64-bit reference kernels) or "device" (qemu-m4)
+    source: str               # "host" (a 64-bit host TFLM) or "device" (qemu-m4)
     runtime: str = ""         # for "host": which host TFLM (reference.HostRuntime.label)
 
     def to_json(self) -> dict:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 # Tensors with no data of their own (a VAR_HANDLE's resource): never compared.
 OPAQUE_DTYPES = ("resource", "variant")
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import HostRuntimeError, ReferenceUnavailable, TinyforgeError
 from . import host_runtime
-from .isolated import IsolatedResult, call_isolated
 from . import layers as layers_module
+from .isolated import IsolatedResult, call_isolated
 from .layers import LayerOutput, TensorSummary, model_operators, tensor_summaries
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,9 @@ def _display_name(name: str, board) -> str:
     return name
 
 
+@lru_cache(maxsize=8)
 def _resource_variables(model: bytes) -> int:
+    # Asked once per probe of an arena search: parse each model once.
     from .reader import inspect_bytes
     return inspect_bytes(model, "model").resource_variables
 
