@@ -1,5 +1,6 @@
 """Real models on the emulated Cortex-M4: built with the board's TFLM library, run in QEMU,
-their int8 outputs compared with the host TFLM runtime's through `tinyforge validate`.
+their int8 outputs compared through `tinyforge validate` with the host build of the same
+library (the reference when a tree is at hand, docs/reference.md).
 
 The model tests need a TFLM library source tree ($TINYFORGE_TFLM, e.g. a checkout of
 Chirale_TensorFlowLite v2.0.0 kept outside the repository) and take ~5 minutes the first time:
@@ -61,6 +62,8 @@ def test_bundled_example_runs_on_qemu_and_matches_host_tflm(tinyforge, tflm_tree
                                   EXAMPLE / "calibration.npz", "--json", env=env,
                                   check_rc=0).stdout)
     assert report["samples"] == 128
+    # The reference is the board's own TFLM compiled for the host (the build's --tflm tree).
+    assert report["reference"].startswith("host build of Chirale_TensorFlowLite 2.0.0 at ")
     assert report["exact_matches"] == 128, report["mismatches"]
     assert report["top1_agreement"] == 1.0
     monitor = tinyforge("monitor", "--project-dir", qemu_project, "--count", "1", "--timeout",
@@ -83,6 +86,7 @@ def test_a_convolutional_int8_model_matches_host_tflm(tinyforge, tflm_tree, mode
     assert built["arena"]["source"] == "device"
     report = json.loads(tinyforge("validate", "--project-dir", qemu_project, "--random", "40",
                                   "--json", env=env, check_rc=0).stdout)
+    assert report["reference"].startswith("host build of Chirale_TensorFlowLite 2.0.0 at ")
     assert report["exact_matches"] == 40, report["mismatches"]
 
 

@@ -162,6 +162,14 @@ class TFLMSourceError(TinyforgeError):
     """No TFLM library source tree is available where one is needed."""
 
 
+class HostBuildError(TinyforgeError):
+    """A board's TFLM tree could not be compiled for the host (the reference runtime)."""
+
+
+class ReferenceUnavailable(InputError):
+    """The reference runtime that was asked for (`--reference tflm`) cannot be had here."""
+
+
 # --- devices ----------------------------------------------------------------------------
 
 class DeviceError(TinyforgeError):

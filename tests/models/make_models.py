@@ -113,6 +113,102 @@ def big_arena_model():
     save("big_arena_float.tflite", float32(model))
 
 
+def gesture_mean_model():
+    # A gesture classifier shaped like TFLM's magic_wand example (CONV_2D, MAX_POOL_2D, MEAN,
+    # FULLY_CONNECTED, SOFTMAX), trained on synthetic accelerometer windows: four classes of
+    # sine strokes at different frequencies. Its MEAN (global average pooling) keeps the
+    # input's quantization, the case where Chirale's TFLM 2.0.0 divides with truncation and
+    # the 2026 wheel rounds (tests/test_host_reference_tflm.py, docs/reference.md).
+    steps = 64
+    t = np.linspace(0.0, 1.0, steps)
+    windows, labels = [], []
+    for i in range(400):
+        label = i % 4
+        frequency = (1, 2, 3, 5)[label]
+        stroke = np.stack([np.sin(2 * np.pi * frequency * t + rng.uniform(0, 6)),
+                           np.cos(2 * np.pi * frequency * t) * (label % 2),
+                           rng.normal(size=steps) * 0.1], axis=-1)
+        windows.append(stroke + rng.normal(size=stroke.shape) * 0.2)
+        labels.append(label)
+    x = np.asarray(windows, dtype="float32")[:, :, None, :]
+    inputs = keras.Input((steps, 1, 3), batch_size=1)
+    y = keras.layers.Conv2D(8, (4, 1), padding="same", activation="relu")(inputs)
+    y = keras.layers.MaxPooling2D((3, 1))(y)
+    y = keras.layers.Conv2D(16, (4, 1), padding="same", activation="relu")(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    y = keras.layers.Dense(16, activation="relu")(y)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(y))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, np.asarray(labels), epochs=10, batch_size=32, verbose=0)
+    save("gesture_mean_int8.tflite", int8(model, x[:100]))
+    np.save(os.path.join(OUT, "gesture_mean_windows.npy"), x[300:340])
+
+
+def pool_reshape_dense_model():
+    # Three ops whose outputs the tests can compute independently: MAX_POOL_2D (a max),
+    # RESHAPE (the same bytes) and FULLY_CONNECTED (integer arithmetic).
+    x = rng.normal(size=(32, 4, 4, 2)).astype("float32")
+    model = keras.Sequential([keras.Input((4, 4, 2), batch_size=1),
+                              keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                              keras.layers.Dense(3, bias_initializer="ones")])
+    save("pool_reshape_dense_int8.tflite", int8(model, x))
+
+
+def mean_fma_model():
+    # A lone int8 MEAN over 21 values whose output scale is chosen (by patching the
+    # flatbuffer's float) so that, for inputs summing to a found total, Chirale's
+    # round(mean * scale + bias) gives another integer when a*b+c is rounded once (the
+    # board's VFMA.F32) than when it is rounded twice: the host build must fuse like the
+    # board (docs/reference.md). Saves the model and inputs with and without that total.
+    # Off-centre calibration data: a non-zero input zero point, so the bias is not 0.
+    x = (rng.normal(size=(64, 21, 1, 16)) + 0.7).astype("float32")
+    model = keras.Sequential([keras.Input((21, 1, 16), batch_size=1),
+                              keras.layers.GlobalAveragePooling2D()])
+    data = bytearray(int8(model, x))
+    s_in, zp_in, s_out, zp_out = _mean_quantization(bytes(data))
+    scale_out, total = _split_rounding_scale(s_in, zp_in, s_out, zp_out, 21)
+    old = np.float32(s_out).tobytes()
+    assert data.count(old) == 1, "the output scale is not unique in the flatbuffer"
+    at = data.find(old)
+    data[at:at + 4] = np.float32(scale_out).tobytes()
+    save("mean_fma_int8.tflite", bytes(data))
+    inputs = rng.integers(-128, 128, size=(8, 21, 1, 16)).astype(np.int8)
+    for sample in inputs[:4]:
+        # Every channel sums to `total`: all values equal but a few.
+        base, extra = divmod(total, 21)
+        sample[:, 0, :] = base
+        sample[:extra, 0, :] += 1
+    np.save(os.path.join(OUT, "mean_fma_inputs.npy"), inputs)
+
+
+def _mean_quantization(data):
+    interpreter = tf.lite.Interpreter(model_content=data)
+    (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
+    return (*source["quantization"], *result["quantization"])
+
+
+def _split_rounding_scale(s_in, zp_in, s_out, zp_out, count):
+    """An output scale near `s_out` and a sum of `count` int8 values for which rounding
+    sum / count * (s_in / s_out) - zp_in * (s_in / s_out) once or twice gives two integers
+    (both inside the int8 range once `zp_out` is added, so no clamp hides the difference)."""
+    f32 = np.float32
+    totals = np.arange(-128 * count, 127 * count + 1)
+    mean = (totals.astype(f32) / f32(count)).astype(f32)
+    for step in range(20000):
+        candidate = f32(s_out * (1 + step * 1e-4))
+        scale = f32(s_in) / candidate
+        bias = f32(-zp_in) * scale
+        twice = ((mean * scale).astype(f32) + bias).astype(f32)
+        once = (mean.astype(np.float64) * np.float64(scale) + np.float64(bias)).astype(f32)
+        half_up = np.floor(np.abs(twice) + 0.5) * np.sign(twice)
+        inside = (half_up + zp_out > -127) & (half_up + zp_out < 126)
+        split = np.nonzero((half_up != np.floor(np.abs(once) + 0.5) * np.sign(once))
+                           & inside)[0]
+        if split.size:
+            return float(candidate), int(totals[split[0]])
+    raise AssertionError("no output scale splits the rounding")
+
+
 def fp16_model():
     model = keras.Sequential([keras.Input((8,), batch_size=1), keras.layers.Dense(4)])
     save("fp16.tflite", float32(model, optimizations=[tf.lite.Optimize.DEFAULT],
@@ -133,6 +229,7 @@ def while_forever_model():
 
 
 for make in (conv_model, image96_model, dense_model, unsupported_ops_model, custom_op_model,
-             big_flash_model, big_arena_model, fp16_model, while_forever_model):
+             big_flash_model, big_arena_model, fp16_model, while_forever_model,
+             gesture_mean_model, pool_reshape_dense_model, mean_fma_model):
     make()
 print("models written to", OUT)

@@ -69,6 +69,8 @@ def summary_lines(result) -> list[str]:
     for line in (model.conversion or {}).get("summary", []):
         lines.append(f"convert   {line}")
     lines.append(f"arena     {units.size(model.arena.arena_bytes)} ({model.arena.note})")
+    if model.reference:
+        lines.append(f"host      dry run and arena on the {model.reference.description}")
     lines.extend(f"estimate  {line}" for line in model.fit.lines())
     report = result.build
     if report is None:

@@ -32,6 +32,14 @@ def register(subparsers, parents) -> None:
                         help="largest allowed difference for integer outputs (default 0)")
     parser.add_argument("--max-abs", type=tolerance, default=None,
                         help="largest allowed difference for float outputs (default 1e-4)")
+    parser.add_argument("--tflm", type=Path, metavar="PATH",
+                        help="the board's TFLM library tree, compiled for the host as the "
+                             "reference (default: the tree of the last build, or "
+                             "$TINYFORGE_TFLM)")
+    parser.add_argument("--reference", choices=("auto", "tflm", "wheel"), default="auto",
+                        help="what the board is compared with: the host build of its TFLM "
+                             "tree (tflm), the tflite-micro wheel (wheel), or the tree when "
+                             "there is one (auto, the default)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)
 
@@ -45,7 +53,7 @@ def run(args) -> int:
         project_dir=args.project_dir, board_id=args.board, port=args.port, data=args.data,
         random_count=args.random, seed=args.seed, max_lsb=args.max_lsb,
         max_abs=args.max_abs if args.max_abs is not None else validate.DEFAULT_MAX_ABS_FLOAT,
-        ask=port_chooser())
+        ask=port_chooser(), tflm=args.tflm, reference=args.reference)
     if not args.json:
         print("\n".join(report.lines()))
     try:

@@ -67,6 +67,7 @@ class BuildResult:
                       "bytes": model.info.size},
             "ops": [op.name for op in model.ops],
             "arena": model.arena.to_json() if model.arena else None,
+            "reference": model.reference.to_json() if model.reference else None,
             "fit": model.fit.to_json() if model.fit else None,
             "conversion": model.conversion,
             "files": self.plan.actions,

@@ -47,7 +47,7 @@ _PROBE_FIRMWARE_SLACK = 4096
 _CACHE_VERSION = 2
 _MAX_CACHE_BYTES = 16 * userfiles.MiB
 _MEASUREMENT_TYPES = {"minimum_bytes": int, "reported_bytes": int, "probes": int,
-                      "seconds": (int, float), "source": str}
+                      "seconds": (int, float), "source": str, "runtime": str}
 
 
 def unavailable_reason(board: profiles.Board, tflm_root: Path | None) -> str | None:

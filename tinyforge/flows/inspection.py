@@ -42,7 +42,8 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
         "resolver_methods": {op.name: op.method for op in prepared.ops},
         "unsupported_ops": prepared.unsupported_ops,
         "unsupported_features": prepared.unsupported_features,
-        "host_run": {"ok": prepared.host_error is None, "error": prepared.host_error},
+        "host_run": {"ok": prepared.host_error is None, "error": prepared.host_error,
+                     "reference": prepared.reference.to_json() if prepared.reference else None},
         "arena_bytes": prepared.arena.arena_bytes if prepared.arena else None,
         "arena": prepared.arena.to_json() if prepared.arena else None,
         "fit": prepared.fit.to_json() if prepared.fit else None,
@@ -73,6 +74,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"UNSUPPORTED by {report['tflm']}: {', '.join(report['unsupported_ops'])}")
     for feature in report["unsupported_features"]:
         lines.append(f"WRONG on {report['tflm']}: {feature}")
+    if report["host_run"].get("reference"):
+        lines.append(f"reference  {report['host_run']['reference']['description']}")
     if not report["host_run"]["ok"]:
         lines.append("host TFLM  FAILED:")
         lines.extend(f"  {line}" for line in report["host_run"]["error"].splitlines())

@@ -97,16 +97,16 @@ class Reference:
 
 
 class ModelReference(Reference):
-    """The host TFLM runtime running the same .tflite."""
+    """A host TFLM runtime running the same .tflite (flows/reference.py picks which)."""
 
-    def __init__(self, model: bytes, model_name: str, output_count: int):
-        self.output_count = output_count
+    def __init__(self, model: bytes, model_name: str, output_count: int, runtime=None):
+        from ..model.reference import WheelRuntime
         self.model, self.model_name, self.output_count = model, model_name, output_count
-        self.name = f"host TFLM running {model_name}"
+        self.runtime = runtime or WheelRuntime()
+        self.name = self.runtime.description
 
     def outputs(self, batch):
-        from ..model import host_runtime
-        return host_runtime.run_batch(self.model, batch, self.output_count, self.model_name)
+        return self.runtime.run_batch(self.model, batch, self.output_count, self.model_name)
 
 
 class SelftestReference(Reference):
@@ -279,20 +279,36 @@ def check(report: ValidationReport) -> None:
             f"{report.samples - report.exact_matches} of {report.samples} samples differ "
             f"from the host beyond the tolerance (max {report.max_lsb} LSB, allowed "
             f"{report.max_lsb_allowed})",
-            hint="CMSIS-NN kernels may differ from TFLM's reference kernels by 1 LSB on some "
-                 "outputs; pass --max-lsb 1 if that is acceptable for your application")
+            hint=_failure_hint(report))
+
+
+def _failure_hint(report: ValidationReport) -> str:
+    tolerance = f"--max-lsb {report.max_lsb}" if report.max_lsb else "--max-abs"
+    if report.reference.startswith("tflite-micro wheel"):
+        return ("the reference is the tflite-micro wheel, not the board's TFLM, and their "
+                "kernels differ on some ops: give the board's TFLM tree (--tflm PATH) to "
+                f"compare with its own kernels, or pass {tolerance} if that is acceptable")
+    return ("the reference is the board's own TFLM and kernels compiled for the host, so "
+            "this is not a kernel-version difference: check that the board runs the last "
+            f"build (`tinyforge flash`); pass {tolerance} to accept it")
 
 
 
 def validate_last_build(*, project_dir: Path | None = None, board_id: str | None = None,
                         port: str | None = None, data: Path | None = None,
                         random_count: int | None = None, seed: int = 0, max_lsb: int = 0,
-                        max_abs: float = DEFAULT_MAX_ABS_FLOAT, ask=None) -> ValidationReport:
-    """Validate the firmware of the last build (a board, or QEMU for emulated boards)."""
+                        max_abs: float = DEFAULT_MAX_ABS_FLOAT, ask=None,
+                        tflm: Path | None = None, reference: str = "auto") -> ValidationReport:
+    """Validate the firmware of the last build (a board, or QEMU for emulated boards).
+
+    `tflm` and `reference` choose the host reference (flows/reference.py).
+    """
     from ..device.sources import source_for
     from ..project import last_build
 
     build = last_build.find(project_dir, board_id)
+    # Chosen (and compiled, the first time) before the device is opened.
+    runtime = _host_reference(build, tflm, reference)
     source = source_for(build.board, build.elf, port, ask=ask)
     link = source.open()
     try:
@@ -300,7 +316,7 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
         # QEMU sends BOOT as it starts; a board booted long before its port was opened.
         boot = wait_for_boot(conversation, ask=not build.board.emulated)
         require_started(boot, conversation)
-        reference = _reference_for(boot, build)
+        reference = _reference_for(boot, build, runtime)
         spec = boot.inputs[0]
         if data is not None:
             samples = samples_from_file(data, spec)
@@ -313,7 +329,13 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
         source.close(link)
 
 
-def _reference_for(boot: protocol.Boot, build) -> Reference:
+def _host_reference(build, tflm: Path | None, choice: str):
+    """The host runtime for a model firmware (None for a build without a model)."""
+    from .reference import runtime_for_build
+    return runtime_for_build(build, tflm=tflm, choice=choice) if build.model_path else None
+
+
+def _reference_for(boot: protocol.Boot, build, runtime=None) -> Reference:
     from .selftest import MODEL_SHA256 as SELFTEST_SHA256
 
     if boot.model_sha256 == SELFTEST_SHA256:
@@ -325,4 +347,4 @@ def _reference_for(boot: protocol.Boot, build) -> Reference:
             hint="flash the last build first: `tinyforge flash`")
     from ..model.reader import read_model_file
     model, info = read_model_file(build.model_path)
-    return ModelReference(model, build.manifest["model"]["name"], len(info.outputs))
+    return ModelReference(model, build.manifest["model"]["name"], len(info.outputs), runtime)

@@ -6,11 +6,13 @@ is not a safe arena: planning needs temporaries on top (measured: sine 1,536 rep
 found by binary search in 16-byte steps, each probe in a forked child because too-small
 arenas can segfault the runtime.
 
-The host build is 64-bit (8-byte pointers) with reference kernels, so it over-estimates the
-pointer-heavy parts of a 32-bit device's arena, but the device's CMSIS-NN kernels ask for
-scratch buffers the reference kernels do not. `HOST_MARGIN` covers that and differences
-between the host wheel's TFLM and the board's library version. A measurement on the
-emulated Cortex-M4 (qemu-m4) replaces this estimate when it is available.
+The host runtime is the tflite-micro wheel, or the board's own TFLM compiled for the host
+when a tree is given (reference.py). Either is 64-bit (8-byte pointers), so it over-estimates
+the pointer-heavy parts of a 32-bit device's arena, but the device's CMSIS-NN kernels ask for
+scratch buffers the wheel's reference kernels do not, and even the board's own CMSIS-NN asks
+for less on the host, where it takes its plain-C path (docs/arena.md). `HOST_MARGIN` covers
+that and, for the wheel, the difference of TFLM versions. A measurement on the emulated
+Cortex-M4 (qemu-m4) replaces this estimate when it is available.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class ArenaMeasurement:
     reported_bytes: int       # what TFLM's recording allocator reported at a generous size
     probes: int
     seconds: float
-    source: str               # "host" (64-bit reference kernels) or "device" (qemu-m4)
+    source: str               # "host" (a 64-bit host TFLM) or "device" (qemu-m4)
+    runtime: str = ""         # for "host": which host TFLM (reference.HostRuntime.label)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -91,10 +94,10 @@ def plan_from_host(host: ArenaMeasurement) -> ArenaPlan:
     return ArenaPlan(
         arena_bytes=align(host.minimum_bytes + margin), margin_bytes=margin, used=host,
         host=host, device=None,
-        note=(f"host TFLM minimum {units.size(host.minimum_bytes)} + margin "
-              f"{units.size(margin)} ({HOST_MARGIN_FRACTION:.0%} + "
-              f"{units.size(HOST_MARGIN_BYTES)}); the 64-bit host over-estimates a 32-bit "
-              "device"))
+        note=(f"host TFLM ({host.runtime or 'tflite-micro wheel'}) minimum "
+              f"{units.size(host.minimum_bytes)} + margin {units.size(margin)} "
+              f"({HOST_MARGIN_FRACTION:.0%} + {units.size(HOST_MARGIN_BYTES)}); the 64-bit "
+              "host over-estimates a 32-bit device"))
 
 
 def plan_from_device(device: ArenaMeasurement, host: ArenaMeasurement | None) -> ArenaPlan:
@@ -107,12 +110,19 @@ def plan_from_device(device: ArenaMeasurement, host: ArenaMeasurement | None) ->
               f"({DEVICE_MARGIN_FRACTION:.0%} + {units.size(DEVICE_MARGIN_BYTES)})"))
 
 
-def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
-    """Binary-search the smallest arena the host TFLM runtime can run `model` with."""
+def measure_on_host(model: bytes, model_name: str, runtime=None) -> ArenaMeasurement:
+    """Binary-search the smallest arena the host TFLM runtime can run `model` with.
+
+    `runtime` is a `reference.HostRuntime` (the host build of the board's TFLM tree, or the
+    tflite-micro wheel when None).
+    """
+    if runtime is None:
+        from .reference import WheelRuntime
+        runtime = WheelRuntime()
     started = time.monotonic()
-    reported = host_runtime.reported_arena_total(model, host_runtime.generous_arena(len(model)))
+    reported = runtime.reported_arena_total(model, host_runtime.generous_arena(len(model)))
     if reported is None:
-        host_runtime.dry_run(model, model_name)  # raises with TFLM's own explanation
+        runtime.dry_run(model, model_name)  # raises with TFLM's own explanation
         raise HostRuntimeError(f"the host TFLM runtime did not report an arena for {model_name}",
                                hint="check the tflite-micro package (`tinyforge doctor`); "
                                     "--arena device measures on the emulated Cortex-M4")
@@ -121,7 +131,7 @@ def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
     def runs(size: int) -> bool:
         nonlocal probes
         probes += 1
-        return host_runtime.probe(model, size).ok
+        return runtime.probe(model, size).ok
 
     ceiling = host_runtime.generous_arena(len(model))
     minimum = smallest_fitting(runs, start=reported, ceiling=ceiling)
@@ -131,7 +141,7 @@ def measure_on_host(model: bytes, model_name: str) -> ArenaMeasurement:
             hint="make the model's activations smaller (narrower layers, a smaller input)")
     measurement = ArenaMeasurement(minimum_bytes=minimum, reported_bytes=reported,
                                    probes=probes, seconds=time.monotonic() - started,
-                                   source="host")
+                                   source="host", runtime=runtime.label)
     log.debug("arena: reported %d, minimum %d after %d probes in %.2f s", reported, minimum,
               probes, measurement.seconds)
     return measurement

@@ -17,6 +17,7 @@ from . import arena as arena_mod
 from . import compat, fit, reader
 from .arena import ArenaPlan
 from .compat import ResolvedOp
+from .reference import HostRuntime, runtime_for_tree
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class PreparedModel:
     fit: fit.FitReport | None = None
     host_error: str | None = None
     conversion: dict | None = None
+    reference: HostRuntime | None = None  # the host TFLM the dry run and arena ran on
 
 
 def prepare(data: bytes, name: str, board: profiles.Board, *, quantize: str = "int8",
@@ -54,11 +56,12 @@ def prepare(data: bytes, name: str, board: profiles.Board, *, quantize: str = "i
         compat.check_features(info, board)
         compat.check_io_types(info, quantize)
     prepared = PreparedModel(data, info, table, ops, unsupported,
-                             compat.unsupported_features(info, board))
+                             compat.unsupported_features(info, board),
+                             reference=runtime_for_tree(tflm_root, board=board))
     try:
         # The measurement's first run is the dry run: a model TFLM cannot run fails there,
         # with TFLM's own words (fp16 weights, a missing kernel, ...).
-        host = arena_mod.measure_on_host(data, name)
+        host = arena_mod.measure_on_host(data, name, prepared.reference)
     except InputError as error:
         if strict:
             raise

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// host TFLM minimum 3,728 B + margin 1,408 B (10% + 1,024 B); the 64-bit host over-estimates a 32-bit device
+// host TFLM (tflite-micro wheel 0.dev20261023182759) minimum 3,728 B + margin 1,408 B (10% + 1,024 B); the 64-bit host over-estimates a 32-bit device
 constexpr int kTensorArenaSize = 5136;
 // One per VAR_HANDLE op: streaming models keep state in resource variables.
 constexpr int kResourceVariableCount = 0;
