@@ -199,7 +199,10 @@ def test_unplug_mid_validate_is_exit_2_with_a_hint(nano_project, marked_env, tmp
         result = cli(marked_env, "validate", "--project-dir", nano_project, "--port",
                      device.port, "--random", "20", cwd=tmp_path)
     assert firmware.inputs == 6
-    refused(result, 2, f"could not read from {device.port}", "unplugged")
+    # The host may be writing the next input or waiting for the answer when the port goes.
+    refused(result, 2, "unplugged")
+    assert (f"could not read from {device.port}" in result.stderr
+            or f"could not write to {device.port}" in result.stderr), result.stderr
     assert files_under(tmp_path) == before
 
 
