@@ -89,7 +89,9 @@ class HostRuntime:
             raise HostRuntimeError(
                 f"the host TFLM runtime ({self.label}) failed running {model_name}: "
                 f"{result.describe_failure()}",
-                details=host_runtime.tflm_diagnostics(result.output))
+                details=host_runtime.tflm_diagnostics(result.output),
+                hint="check the inputs against the model's input tensor (`tinyforge inspect "
+                     "MODEL`); run with -v for the runtime's own output")
         return result.value
 
     def layers(self, model: bytes, inputs: list[np.ndarray], model_name: str) -> list[LayerOutput]:
@@ -99,7 +101,9 @@ class HostRuntime:
             raise HostRuntimeError(
                 f"the host TFLM runtime ({self.label}) failed recording the layers of "
                 f"{model_name}: {result.describe_failure()}",
-                details=host_runtime.tflm_diagnostics(result.output))
+                details=host_runtime.tflm_diagnostics(result.output),
+                hint="run with -v for the runtime's own output; the model's final outputs "
+                     "can still be compared (`tinyforge validate`)")
         return result.value
 
     def _call(self, target, *args) -> IsolatedResult:
