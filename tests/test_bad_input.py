@@ -1034,6 +1034,7 @@ def test_python_children_never_import_from_the_working_directory(malicious_cwd, 
     assert _imported(malicious_cwd) == []
 
 
+@pytest.mark.tensorflow
 def test_the_tensorflow_child_never_imports_from_the_working_directory(malicious_cwd, tmp_path):
     if subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
                       cwd=tmp_path).returncode:

@@ -169,6 +169,7 @@ def test_summaries_use_one_number_format_and_no_python_dicts(tinyforge, models, 
     assert "983,040 B flash" in runs[2].stdout
 
 
+@pytest.mark.tensorflow
 def test_a_conversion_says_each_fact_once(tinyforge, tmp_path):
     from tinyforge import resources
     example = resources.example_dir()

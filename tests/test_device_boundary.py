@@ -450,7 +450,9 @@ def test_a_model_that_loops_forever_is_stopped_and_reported(while_forever, marke
     seconds = time.monotonic() - started
     refused(result, 1, f"for {HOST_RUN_TIMEOUT_S:g} s without finishing and was stopped",
             "loops", "tinyforge inspect")
-    assert seconds < HOST_RUN_TIMEOUT_S + 20, seconds
+    # Stopped once, at the first run: not once per probe of the arena search (~15 of them),
+    # which a bound this loose tells apart however loaded the machine is.
+    assert seconds < 5 * HOST_RUN_TIMEOUT_S, seconds
     assert not project.exists()
 
 
@@ -483,7 +485,9 @@ class Interrupted:
         self.running = [p.describe() for p in descendants(child.pid)]
         self.finished_before = child.poll() is not None
         child.send_signal(signal.SIGINT)
+        signalled = time.monotonic()
         self.out, self.err = child.communicate(timeout=timeout)
+        self.seconds_to_exit = time.monotonic() - signalled
         self.returncode = child.returncode
 
     def check(self) -> None:
@@ -502,6 +506,7 @@ class Interrupted:
                 self.err
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_any_moment_of_start_up_and_serial_talk(marked_env, tmp_path):
     """From a millisecond after exec (Python starting, tinyforge importing, argparse) to the
     monitor talking to a (silent) board."""
@@ -522,6 +527,7 @@ def test_ctrl_c_at_any_moment_of_start_up_and_serial_talk(marked_env, tmp_path):
           f"{[(d, r.returncode) for d, r in zip(delays, runs) if not r.armed]}")
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_building_with_forked_host_probes(marked_env, tmp_path):
     """`build` of the bundled example: the host TFLM dry run and arena search fork children."""
     for delay in (0.3, 0.6, 0.9, 1.2, 1.5, 1.9, 2.4, 3.0):
@@ -539,15 +545,19 @@ def test_ctrl_c_kills_a_hung_host_probe(while_forever, marked_env, tmp_path):
         return any(p.cmdline == Path(f"/proc/{child.pid}/cmdline").read_bytes()
                    for p in descendants(child.pid))
 
-    started = time.monotonic()
+    from tinyforge.model.host_runtime import HOST_RUN_TIMEOUT_S
+
     run = Interrupted(marked_env, ("build", "--model", while_forever, "--quantize", "float32",
                                    "--no-compile", "--project-dir", tmp_path / "p"), tmp_path,
                       delay=0.5, after=probing)
     run.check()
     assert run.armed and run.running, "no probe child was running at the signal"
-    assert time.monotonic() - started < 20
+    # Not left to run into its own timeout: killed on the signal (the start-up, which a
+    # loaded machine slows down, is not counted).
+    assert run.seconds_to_exit < HOST_RUN_TIMEOUT_S, run.seconds_to_exit
 
 
+@pytest.mark.tensorflow
 def test_ctrl_c_during_a_tensorflow_conversion(marked_env, tmp_path):
     if subprocess.run([sys.executable, "-c", "import tensorflow"],
                       capture_output=True).returncode:
@@ -589,6 +599,7 @@ def test_ctrl_c_while_talking_to_qemu(selftest_project, marked_env, tmp_path):
         assert_nothing_left(marked_env["TINYFORGE_TEST_MARK"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_platformio_build(tmp_path_factory, marked_env, tmp_path):
     require_emulator()
     seeded_core(tmp_path_factory)  # the core dir the CLI uses (conftest's cli_env)
