@@ -407,6 +407,46 @@ def test_an_unwritable_csv_log_is_refused_before_the_port_is_opened(marked_env, 
     assert not (tmp_path / "no-such-folder").exists()
 
 
+def test_a_csv_log_that_is_a_fifo_is_refused_without_blocking(marked_env, tmp_path):
+    fifo = tmp_path / "log.csv"
+    os.mkfifo(fifo)  # opening it for writing would wait for a reader forever
+    with FakeDevice(tmp_path) as device:
+        result = cli(marked_env, "monitor", "--board", "nano33ble", "--port", device.port,
+                     "--csv", fifo, cwd=tmp_path, timeout=60)
+    refused(result, 1, "is not a regular file", "--csv")
+
+
+def test_a_csv_log_that_cannot_grow_keeps_its_whole_rows(marked_env, tmp_path):
+    """The disk fills up mid-stream (a file size limit: writes past it fail with EFBIG)."""
+    import resource
+
+    log, limit = tmp_path / "log.csv", 600
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    with FakeDevice(tmp_path) as device:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tinyforge", "monitor", "--board", "nano33ble", "--port",
+             device.port, "--csv", str(log), "--timeout", "60"], env=marked_env, cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=small_files)
+        device.expect("HELLO", timeout=60)
+        device.send(boot_line(model_sha256="ab" * 32, inputs="int8:1x10:0.1:0",
+                              outputs="int8:1x2:0.5:0"))
+        for seq in range(40):  # ~40 bytes a row: the log is full long before the last
+            device.send(result_line(seq, [([1, -2], [0.5, -1.0])], src="demo"))
+        out, err = child.communicate(timeout=60)
+    result = subprocess.CompletedProcess(child.args, child.returncode, out, err)
+    refused(result, 1, "cannot write the CSV log", "File too large", "free space")
+    text = log.read_text()
+    assert 0 < len(text) <= limit and text.endswith("\n"), text
+    rows = text.splitlines()
+    assert rows[0].startswith("seq,src,us,")
+    assert [row.split(",")[0] for row in rows[1:]] == [str(n) for n in range(len(rows) - 1)]
+    assert f"holds the {len(rows) - 1} result(s)" in err, err
+
+
 # --- the monitor says why it is silent --------------------------------------------------------
 
 def test_monitor_says_when_the_firmware_waits_for_host_input(tmp_path, marked_env):
