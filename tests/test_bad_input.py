@@ -310,6 +310,14 @@ class Case:
         path.write_bytes(manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode())
         return self.project
 
+    def built_project(self, board: str) -> Path:
+        """A project as `build` leaves it for `flash`: its manifest and an ELF."""
+        self.project_with_manifest({"board": board})
+        elf = self.project / ".pio" / "build" / board / "firmware.elf"
+        elf.parent.mkdir(parents=True)
+        elf.write_bytes(b"\x7fELF")
+        return self.project
+
     # Command lines.
     def build(self, *extra, model: Path | None = GESTURE, board: str = "nano33ble") -> list:
         model_args = ["--model", model] if model is not None else []
@@ -762,6 +770,9 @@ MATRIX = [
         ("cannot write PlatformIO's core dir", "PLATFORMIO_CORE_DIR=DIR")),
     Bad("home-unwritable-build-qemu-m4", _home_then(lambda c: c.build(board=Q)),
         ("cannot write tinyforge's PlatformIO core dir", "TINYFORGE_PIO_CORE_DIR=DIR")),
+    Bad("home-unwritable-flash-nano33ble",
+        _home_then(lambda c: ["flash", "--project-dir", c.built_project("nano33ble")]),
+        ("cannot write PlatformIO's core dir", "PLATFORMIO_CORE_DIR=DIR")),
     Bad("home-unwritable-setup", _home_then(lambda c: ["setup"]),
         ("tinyforge's PlatformIO core dir", "TINYFORGE_PIO_CORE_DIR=DIR", "--core-dir")),
     Bad("home-unwritable-selftest", _home_then(lambda c: ["selftest"]),
