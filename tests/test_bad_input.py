@@ -1105,3 +1105,31 @@ def test_validation_data_is_read_with_the_same_bounds(tmp_path):
     good = tmp_path / "good.npy"
     np.save(good, np.zeros((3, 32, 3), np.float32))
     assert len(samples_from_file(good, spec)) == 3
+
+
+def test_validation_data_may_be_integers_the_input_holds(tmp_path):
+    """Inputs already quantized are valid data: int8 as they are, or int64 (np.save of a
+    list of ints) while every value fits; floats are quantized, out-of-range values refused."""
+    from tinyforge.device.protocol import TensorSpec
+    from tinyforge.errors import CalibrationError
+    from tinyforge.flows.validate import samples_from_file
+
+    spec = TensorSpec(dtype="int8", shape=(1, 4), scale=0.5, zero_point=-3)
+    values = np.array([[-128, -1, 0, 127], [5, 6, 7, 8]])
+    for dtype in (np.int8, np.int64, np.int16):
+        path = tmp_path / f"{np.dtype(dtype).name}.npy"
+        np.save(path, values.astype(dtype))
+        samples = samples_from_file(path, spec)
+        assert [s.dtype for s in samples] == [np.int8, np.int8]
+        assert np.array_equal(np.stack(samples), values)
+    floats = tmp_path / "floats.npy"
+    np.save(floats, np.array([[1.0, -1.0, 0.0, 100.0]], np.float32))
+    assert samples_from_file(floats, spec)[0].tolist() == [-1, -5, -3, 127]
+    wide = tmp_path / "wide.npy"
+    np.save(wide, np.array([[0, 1, 2, 300]]))
+    with pytest.raises(CalibrationError, match="int8 holds -128 to 127") as raised:
+        samples_from_file(wide, spec)
+    assert "from 0 to 300" in raised.value.message and raised.value.hint
+    float_spec = TensorSpec(dtype="float32", shape=(1, 4), scale=0.0, zero_point=0)
+    with pytest.raises(CalibrationError, match="the model input is float32"):
+        samples_from_file(wide, float_spec)
