@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -1133,3 +1134,31 @@ def test_validation_data_may_be_integers_the_input_holds(tmp_path):
     float_spec = TensorSpec(dtype="float32", shape=(1, 4), scale=0.0, zero_point=0)
     with pytest.raises(CalibrationError, match="the model input is float32"):
         samples_from_file(wide, float_spec)
+
+
+# Read-only mounts over every folder Python would put temporary files in (the working directory
+# too), in a mount namespace of the test's own: the machine's /tmp is untouched.
+_NO_TEMP_DIR = """
+mount -t tmpfs -o ro tmpfs "$PWD" && cd "$PWD" || exit 97
+mkdir -p /usr/tmp 2>/dev/null
+for d in /tmp /var/tmp /usr/tmp; do mount -t tmpfs -o ro tmpfs "$d" || exit 97; done
+exec "$@"
+"""
+
+
+def test_no_usable_temporary_folder_is_named_before_anything_starts(cli_env, tmp_path):
+    if not IS_ROOT or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to mount read-only folders over /tmp")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    project = tmp_path / "project"
+    env = dict(cli_env, TMPDIR=str(tmp_path / "no-such-folder"), PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", _NO_TEMP_DIR, "sh",
+         sys.executable, "-m", "tinyforge", "build", "--no-compile", "--project-dir",
+         str(project)], env=env, cwd=work, capture_output=True, text=True, timeout=120)
+    if result.returncode == 97:
+        pytest.skip(f"cannot mount here: {result.stderr.strip()}")
+    _refused(result, "cannot write temporary files", "no-such-folder", "TMPDIR=DIR",
+             project=project)
+    assert not (tmp_path / "no-such-folder").exists()
