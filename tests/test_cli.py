@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from qemu_support import require_emulator
@@ -224,3 +225,13 @@ def test_flash_monitor_json_prints_only_json_lines(tinyforge, tmp_path, tmp_path
     assert objects[0]["type"] == "flash" and objects[0]["board"] == "qemu-m4"
     assert any(o["type"] == "result" for o in objects[1:]), objects
     assert any(o["type"] == "boot" and o["max_line"] == 512 for o in objects[1:]), objects
+
+
+def test_every_command_prints_json_through_the_one_writer():
+    """`--json` is valid JSON (NaN and infinities as strings, docs/cli.md) only if no command
+    prints with `json` itself: every one goes through tinyforge.jsonout."""
+    commands = Path(__file__).resolve().parent.parent / "tinyforge" / "commands"
+    direct = [f"{path.name}:{number}" for path in sorted(commands.glob("*.py"))
+              for number, line in enumerate(path.read_text().splitlines(), 1)
+              if re.search(r"\bjson\.dumps?\(|^\s*import json\b", line)]
+    assert direct == []
