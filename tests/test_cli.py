@@ -168,6 +168,8 @@ def test_summaries_use_one_number_format_and_no_python_dicts(tinyforge, models, 
     for run in runs:
         _check_human_output(run.stdout + run.stderr)
     assert "983,040 B flash" in runs[2].stdout
+    for run in runs[:2]:  # the host runtime is named on its line, not again by the arena's
+        assert run.stdout.count("tflite-micro wheel") == 1, run.stdout
 
 
 @pytest.mark.tensorflow
