@@ -325,6 +325,7 @@ def test_a_boot_with_another_output_count_is_refused_before_sending(nano_project
 
 # --- the last build is recorded, not guessed from file times --------------------------------
 
+@pytest.mark.slow  # three CLI builds in a row
 def test_the_last_build_is_recorded_across_boards(marked_env, tmp_path):
     for board in ("nano33ble", "qemu-m4", "nano33ble"):
         result = cli(marked_env, "build", "--board", board, "--no-compile", cwd=tmp_path)
@@ -345,6 +346,7 @@ def test_the_last_build_is_recorded_across_boards(marked_env, tmp_path):
             "build/qemu-m4 has no firmware yet")
 
 
+@pytest.mark.slow  # several CLI builds
 def test_projects_without_a_record_are_not_guessed(marked_env, tmp_path):
     for board in ("nano33ble", "qemu-m4"):
         assert cli(marked_env, "build", "--board", board, "--no-compile",
