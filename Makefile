@@ -38,8 +38,9 @@ system-packages:
 test:
 	$(BIN)/python -m pytest -q -ra
 
+# -n auto: one worker per core (2 here); the tests are independent (own tmp dirs, caches, ptys).
 test-fast:
-	$(BIN)/python -m pytest -q -ra -m "not emulator and not tensorflow and not tflm_tree and not slow"
+	$(BIN)/python -m pytest -q -ra -n auto -m "not emulator and not tensorflow and not tflm_tree and not slow"
 
 bench:
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

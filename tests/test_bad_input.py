@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -308,6 +309,14 @@ class Case:
         path = self.project / ".tinyforge" / "manifest.json"
         path.parent.mkdir(parents=True)
         path.write_bytes(manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode())
+        return self.project
+
+    def built_project(self, board: str) -> Path:
+        """A project as `build` leaves it for `flash`: its manifest and an ELF."""
+        self.project_with_manifest({"board": board})
+        elf = self.project / ".pio" / "build" / board / "firmware.elf"
+        elf.parent.mkdir(parents=True)
+        elf.write_bytes(b"\x7fELF")
         return self.project
 
     # Command lines.
@@ -762,6 +771,9 @@ MATRIX = [
         ("cannot write PlatformIO's core dir", "PLATFORMIO_CORE_DIR=DIR")),
     Bad("home-unwritable-build-qemu-m4", _home_then(lambda c: c.build(board=Q)),
         ("cannot write tinyforge's PlatformIO core dir", "TINYFORGE_PIO_CORE_DIR=DIR")),
+    Bad("home-unwritable-flash-nano33ble",
+        _home_then(lambda c: ["flash", "--project-dir", c.built_project("nano33ble")]),
+        ("cannot write PlatformIO's core dir", "PLATFORMIO_CORE_DIR=DIR")),
     Bad("home-unwritable-setup", _home_then(lambda c: ["setup"]),
         ("tinyforge's PlatformIO core dir", "TINYFORGE_PIO_CORE_DIR=DIR", "--core-dir")),
     Bad("home-unwritable-selftest", _home_then(lambda c: ["selftest"]),
@@ -1034,6 +1046,7 @@ def test_python_children_never_import_from_the_working_directory(malicious_cwd, 
     assert _imported(malicious_cwd) == []
 
 
+@pytest.mark.tensorflow
 def test_the_tensorflow_child_never_imports_from_the_working_directory(malicious_cwd, tmp_path):
     if subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
                       cwd=tmp_path).returncode:
@@ -1093,3 +1106,59 @@ def test_validation_data_is_read_with_the_same_bounds(tmp_path):
     good = tmp_path / "good.npy"
     np.save(good, np.zeros((3, 32, 3), np.float32))
     assert len(samples_from_file(good, spec)) == 3
+
+
+def test_validation_data_may_be_integers_the_input_holds(tmp_path):
+    """Inputs already quantized are valid data: int8 as they are, or int64 (np.save of a
+    list of ints) while every value fits; floats are quantized, out-of-range values refused."""
+    from tinyforge.device.protocol import TensorSpec
+    from tinyforge.errors import CalibrationError
+    from tinyforge.flows.validate import samples_from_file
+
+    spec = TensorSpec(dtype="int8", shape=(1, 4), scale=0.5, zero_point=-3)
+    values = np.array([[-128, -1, 0, 127], [5, 6, 7, 8]])
+    for dtype in (np.int8, np.int64, np.int16):
+        path = tmp_path / f"{np.dtype(dtype).name}.npy"
+        np.save(path, values.astype(dtype))
+        samples = samples_from_file(path, spec)
+        assert [s.dtype for s in samples] == [np.int8, np.int8]
+        assert np.array_equal(np.stack(samples), values)
+    floats = tmp_path / "floats.npy"
+    np.save(floats, np.array([[1.0, -1.0, 0.0, 100.0]], np.float32))
+    assert samples_from_file(floats, spec)[0].tolist() == [-1, -5, -3, 127]
+    wide = tmp_path / "wide.npy"
+    np.save(wide, np.array([[0, 1, 2, 300]]))
+    with pytest.raises(CalibrationError, match="int8 holds -128 to 127") as raised:
+        samples_from_file(wide, spec)
+    assert "from 0 to 300" in raised.value.message and raised.value.hint
+    float_spec = TensorSpec(dtype="float32", shape=(1, 4), scale=0.0, zero_point=0)
+    with pytest.raises(CalibrationError, match="the model input is float32"):
+        samples_from_file(wide, float_spec)
+
+
+# Read-only mounts over every folder Python would put temporary files in (the working directory
+# too), in a mount namespace of the test's own: the machine's /tmp is untouched.
+_NO_TEMP_DIR = """
+mount -t tmpfs -o ro tmpfs "$PWD" && cd "$PWD" || exit 97
+mkdir -p /usr/tmp 2>/dev/null
+for d in /tmp /var/tmp /usr/tmp; do mount -t tmpfs -o ro tmpfs "$d" || exit 97; done
+exec "$@"
+"""
+
+
+def test_no_usable_temporary_folder_is_named_before_anything_starts(cli_env, tmp_path):
+    if not IS_ROOT or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to mount read-only folders over /tmp")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    project = tmp_path / "project"
+    env = dict(cli_env, TMPDIR=str(tmp_path / "no-such-folder"), PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", _NO_TEMP_DIR, "sh",
+         sys.executable, "-m", "tinyforge", "build", "--no-compile", "--project-dir",
+         str(project)], env=env, cwd=work, capture_output=True, text=True, timeout=120)
+    if result.returncode == 97:
+        pytest.skip(f"cannot mount here: {result.stderr.strip()}")
+    _refused(result, "cannot write temporary files", "no-such-folder", "TMPDIR=DIR",
+             project=project)
+    assert not (tmp_path / "no-such-folder").exists()

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from qemu_support import require_emulator
@@ -167,8 +168,11 @@ def test_summaries_use_one_number_format_and_no_python_dicts(tinyforge, models, 
     for run in runs:
         _check_human_output(run.stdout + run.stderr)
     assert "983,040 B flash" in runs[2].stdout
+    for run in runs[:2]:  # the host runtime is named on its line, not again by the arena's
+        assert run.stdout.count("tflite-micro wheel") == 1, run.stdout
 
 
+@pytest.mark.tensorflow
 def test_a_conversion_says_each_fact_once(tinyforge, tmp_path):
     from tinyforge import resources
     example = resources.example_dir()
@@ -223,3 +227,13 @@ def test_flash_monitor_json_prints_only_json_lines(tinyforge, tmp_path, tmp_path
     assert objects[0]["type"] == "flash" and objects[0]["board"] == "qemu-m4"
     assert any(o["type"] == "result" for o in objects[1:]), objects
     assert any(o["type"] == "boot" and o["max_line"] == 512 for o in objects[1:]), objects
+
+
+def test_every_command_prints_json_through_the_one_writer():
+    """`--json` is valid JSON (NaN and infinities as strings, docs/cli.md) only if no command
+    prints with `json` itself: every one goes through tinyforge.jsonout."""
+    commands = Path(__file__).resolve().parent.parent / "tinyforge" / "commands"
+    direct = [f"{path.name}:{number}" for path in sorted(commands.glob("*.py"))
+              for number, line in enumerate(path.read_text().splitlines(), 1)
+              if re.search(r"\bjson\.dumps?\(|^\s*import json\b", line)]
+    assert direct == []

@@ -328,6 +328,7 @@ def test_a_boot_with_another_output_count_is_refused_before_sending(nano_project
 
 # --- the last build is recorded, not guessed from file times --------------------------------
 
+@pytest.mark.slow  # three CLI builds in a row
 def test_the_last_build_is_recorded_across_boards(marked_env, tmp_path):
     for board in ("nano33ble", "qemu-m4", "nano33ble"):
         result = cli(marked_env, "build", "--board", board, "--no-compile", cwd=tmp_path)
@@ -348,6 +349,7 @@ def test_the_last_build_is_recorded_across_boards(marked_env, tmp_path):
             "build/qemu-m4 has no firmware yet")
 
 
+@pytest.mark.slow  # several CLI builds
 def test_projects_without_a_record_are_not_guessed(marked_env, tmp_path):
     for board in ("nano33ble", "qemu-m4"):
         assert cli(marked_env, "build", "--board", board, "--no-compile",
@@ -410,6 +412,46 @@ def test_an_unwritable_csv_log_is_refused_before_the_port_is_opened(marked_env, 
     assert not (tmp_path / "no-such-folder").exists()
 
 
+def test_a_csv_log_that_is_a_fifo_is_refused_without_blocking(marked_env, tmp_path):
+    fifo = tmp_path / "log.csv"
+    os.mkfifo(fifo)  # opening it for writing would wait for a reader forever
+    with FakeDevice(tmp_path) as device:
+        result = cli(marked_env, "monitor", "--board", "nano33ble", "--port", device.port,
+                     "--csv", fifo, cwd=tmp_path, timeout=60)
+    refused(result, 1, "is not a regular file", "--csv")
+
+
+def test_a_csv_log_that_cannot_grow_keeps_its_whole_rows(marked_env, tmp_path):
+    """The disk fills up mid-stream (a file size limit: writes past it fail with EFBIG)."""
+    import resource
+
+    log, limit = tmp_path / "log.csv", 600
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    with FakeDevice(tmp_path) as device:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tinyforge", "monitor", "--board", "nano33ble", "--port",
+             device.port, "--csv", str(log), "--timeout", "60"], env=marked_env, cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=small_files)
+        device.expect("HELLO", timeout=60)
+        device.send(boot_line(model_sha256="ab" * 32, inputs="int8:1x10:0.1:0",
+                              outputs="int8:1x2:0.5:0"))
+        for seq in range(40):  # ~40 bytes a row: the log is full long before the last
+            device.send(result_line(seq, [([1, -2], [0.5, -1.0])], src="demo"))
+        out, err = child.communicate(timeout=60)
+    result = subprocess.CompletedProcess(child.args, child.returncode, out, err)
+    refused(result, 1, "cannot write the CSV log", "File too large", "free space")
+    text = log.read_text()
+    assert 0 < len(text) <= limit and text.endswith("\n"), text
+    rows = text.splitlines()
+    assert rows[0].startswith("seq,src,us,")
+    assert [row.split(",")[0] for row in rows[1:]] == [str(n) for n in range(len(rows) - 1)]
+    assert f"holds the {len(rows) - 1} result(s)" in err, err
+
+
 # --- the monitor says why it is silent --------------------------------------------------------
 
 def test_monitor_says_when_the_firmware_waits_for_host_input(tmp_path, marked_env):
@@ -453,7 +495,9 @@ def test_a_model_that_loops_forever_is_stopped_and_reported(while_forever, marke
     seconds = time.monotonic() - started
     refused(result, 1, f"for {HOST_RUN_TIMEOUT_S:g} s without finishing and was stopped",
             "loops", "tinyforge inspect")
-    assert seconds < HOST_RUN_TIMEOUT_S + 20, seconds
+    # Stopped once, at the first run: not once per probe of the arena search (~15 of them),
+    # which a bound this loose tells apart however loaded the machine is.
+    assert seconds < 5 * HOST_RUN_TIMEOUT_S, seconds
     assert not project.exists()
 
 
@@ -486,7 +530,9 @@ class Interrupted:
         self.running = [p.describe() for p in descendants(child.pid)]
         self.finished_before = child.poll() is not None
         child.send_signal(signal.SIGINT)
+        signalled = time.monotonic()
         self.out, self.err = child.communicate(timeout=timeout)
+        self.seconds_to_exit = time.monotonic() - signalled
         self.returncode = child.returncode
 
     def check(self) -> None:
@@ -505,6 +551,7 @@ class Interrupted:
                 self.err
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_any_moment_of_start_up_and_serial_talk(marked_env, tmp_path):
     """From a millisecond after exec (Python starting, tinyforge importing, argparse) to the
     monitor talking to a (silent) board."""
@@ -525,6 +572,7 @@ def test_ctrl_c_at_any_moment_of_start_up_and_serial_talk(marked_env, tmp_path):
           f"{[(d, r.returncode) for d, r in zip(delays, runs) if not r.armed]}")
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_building_with_forked_host_probes(marked_env, tmp_path):
     """`build` of the bundled example: the host TFLM dry run and arena search fork children."""
     for delay in (0.3, 0.6, 0.9, 1.2, 1.5, 1.9, 2.4, 3.0):
@@ -542,15 +590,19 @@ def test_ctrl_c_kills_a_hung_host_probe(while_forever, marked_env, tmp_path):
         return any(p.cmdline == Path(f"/proc/{child.pid}/cmdline").read_bytes()
                    for p in descendants(child.pid))
 
-    started = time.monotonic()
+    from tinyforge.model.host_runtime import HOST_RUN_TIMEOUT_S
+
     run = Interrupted(marked_env, ("build", "--model", while_forever, "--quantize", "float32",
                                    "--no-compile", "--project-dir", tmp_path / "p"), tmp_path,
                       delay=0.5, after=probing)
     run.check()
     assert run.armed and run.running, "no probe child was running at the signal"
-    assert time.monotonic() - started < 20
+    # Not left to run into its own timeout: killed on the signal (the start-up, which a
+    # loaded machine slows down, is not counted).
+    assert run.seconds_to_exit < HOST_RUN_TIMEOUT_S, run.seconds_to_exit
 
 
+@pytest.mark.tensorflow
 def test_ctrl_c_during_a_tensorflow_conversion(marked_env, tmp_path):
     if subprocess.run([sys.executable, "-c", "import tensorflow"],
                       capture_output=True).returncode:
@@ -592,6 +644,7 @@ def test_ctrl_c_while_talking_to_qemu(selftest_project, marked_env, tmp_path):
         assert_nothing_left(marked_env["TINYFORGE_TEST_MARK"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_platformio_build(tmp_path_factory, marked_env, tmp_path):
     require_emulator()
     seeded_core(tmp_path_factory)  # the core dir the CLI uses (conftest's cli_env)

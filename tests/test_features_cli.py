@@ -82,6 +82,7 @@ def test_a_config_beside_the_model_is_found_and_npy_holds_the_inputs(tinyforge, 
     assert x.dtype == np.int8 and x.shape[1:] == (32, 3)
 
 
+@pytest.mark.tensorflow
 def test_audio_features_run_tensorflow_only_in_a_child(cli_env, tmp_path):
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("TensorFlow is not installed (`make setup`)")

@@ -120,7 +120,7 @@ def test_validate_with_data_quantizes_floats(tinyforge, selftest_project, tmp_pa
 
 @pytest.mark.parametrize("array, phrase", [
     (np.zeros((5, 3, 7), np.float32), "[5, 3, 7]"),
-    (np.zeros((5, 16), np.int16), "int16"),
+    (np.full((5, 16), 300, np.int16), "int16 values from 300 to 300"),  # int8 holds no 300
 ])
 def test_validate_data_with_wrong_shape_or_dtype_is_exit_1(tinyforge, selftest_project, tmp_path,
                                                            array, phrase):

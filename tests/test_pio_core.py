@@ -151,6 +151,24 @@ def test_setup_seeds_packages_platformio_accepts_and_is_idempotent(tmp_path, mon
                           check=True).stdout.strip() == programs.find_toolchain().gcc_version
 
 
+def test_a_platform_link_of_a_copy_that_moved_is_pointed_here_again(tmp_path):
+    """A core dir prepared by a checkout that moved (or by another one) links the qemu-m4
+    dev-platform there: not ready, and `setup` links this copy's folder again."""
+    require_emulator()
+    core = tmp_path / "core"
+    offline_core.setup(core)
+    link = core / "platforms" / "qemu_m4.pio-link"
+    ours = json.loads(link.read_text())
+    assert ours["cwd"] == str(resources.platforms_dir() / "qemu_m4")
+    assert (Path(ours["cwd"]) / "platform.json").is_file()
+    moved = dict(ours, cwd="/gone/tinyforge/toolchain/platforms/qemu_m4")
+    link.write_text(json.dumps(moved))
+    assert not offline_core.is_ready(core)
+    actions = {what: action for action, what, _ in offline_core.setup(core).actions}
+    assert actions["platform qemu_m4"] == "replace"
+    assert json.loads(link.read_text()) == ours and offline_core.is_ready(core)
+
+
 def test_setup_replaces_a_package_that_no_longer_matches(tmp_path):
     require_emulator()
     core = tmp_path / "core"

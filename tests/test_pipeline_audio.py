@@ -35,6 +35,8 @@ SPEECH = (  # (words, espeak-ng voice, speed wpm, pitch 0-99)
     ("yes", "en-us", 140, 50), ("no", "en-gb", 170, 30), ("left", "en-us", 120, 75),
     ("tiny forge", "en-gb-scotland", 150, 40), ("stop go", "en-us", 200, 60))
 SPEECH_MODEL = model_info((1, 49, 40), "int8", 26 / 256, -128)
+# Every test here runs TensorFlow's audio_microfrontend op in a child process.
+pytestmark = pytest.mark.tensorflow
 
 
 @pytest.fixture(scope="module", autouse=True)

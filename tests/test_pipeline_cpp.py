@@ -492,6 +492,7 @@ def test_generated_decision_settings_decide_like_the_reference(build, name):
 
 # --- the device build ---------------------------------------------------------------------
 
+@pytest.mark.slow  # every part compiled with arm-none-eabi-g++: ~6 s per ABI
 @pytest.mark.parametrize("float_abi", ["hard", "softfp"])
 def test_pipeline_compiles_for_cortex_m4_without_heap_or_stdio(tmp_path, pipelines, float_abi):
     compiler, nm = shutil.which("arm-none-eabi-g++"), shutil.which("arm-none-eabi-nm")

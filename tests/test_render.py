@@ -197,7 +197,7 @@ def test_the_report_compares_with_the_project_before_the_build(tmp_path):
     assert writer.actions_since(before, changed, after) == {"a.h": "update", "b.cpp": "identical"}
 
 
-def test_the_line_buffer_is_one_host_message_for_every_model(models, tmp_path):
+def test_the_line_buffer_is_one_host_message_for_every_model(in_process, models, tmp_path):
     from tinyforge.model.fit import HOST_LINE_BYTES
     for model in ("conv_int8.tflite", "image96_int8.tflite"):
         project = tmp_path / model

@@ -76,6 +76,7 @@ def test_occupancy_and_lower_bound_of_hand_made_lifetimes():
     assert again.operator_count == 2 and again.tensors[0].size == 10
 
 
+@pytest.mark.slow  # draws every plot with matplotlib: seconds of CPU
 def test_every_plot_is_a_png_and_the_same_data_gives_the_same_bytes():
     data = full_data()
     images = [plots.lifetimes_png(data.lifetimes), plots.layers_png(data.cost["layers"]),
@@ -85,6 +86,7 @@ def test_every_plot_is_a_png_and_the_same_data_gives_the_same_bytes():
     assert plots.memory_png(data.breakdown, data.board) == images[2]
 
 
+@pytest.mark.slow  # draws every plot with matplotlib: seconds of CPU
 def test_the_page_is_self_contained_and_escapes_what_it_shows():
     rendered = page.render(full_data())
     html = rendered.html
@@ -123,6 +125,7 @@ def test_missing_sections_say_why():
     assert sorted(rendered.pngs) == ["layers.png", "memory.png"]
 
 
+@pytest.mark.slow  # draws every plot with matplotlib: seconds of CPU
 def test_the_written_report_drops_plots_whose_data_went_away(tmp_path):
     report_flow.write(full_data(), tmp_path)
     assert (tmp_path / "validation.png").is_file()

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from . import __version__, jsonout
+from . import __version__, jsonout, storage
 from .errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, TinyforgeError
 from .interrupts import INTERRUPTS, settle
 
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args)
     json_output = bool(getattr(args, "json", False))
     try:
+        storage.require_temp_dir()
         return args.run(args)
     except TinyforgeError as error:
         _report(error, verbose=args.verbose)

@@ -5,7 +5,8 @@
 - the user's PlatformIO core dir, which PlatformIO itself writes on every run (`~/.platformio`,
   `$PLATFORMIO_CORE_DIR`);
 - the cache (`~/.cache/tinyforge`, under `$XDG_CACHE_HOME` when set): the self-test project,
-  the device-arena measurement project and its results.
+  the device-arena measurement project and its results;
+- the temporary folder (`$TMPDIR`, else /tmp...), checked once before every command.
 
 With a read-only HOME these fail deep inside PlatformIO or with a bare `OSError`; checking them
 first gives one clear `UnwritableFolderError` naming the folder and the variable that moves it.
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from .errors import UnwritableFolderError
 
-__all__ = ["CACHE_ENV", "cache_root", "check_writable", "home_path", "require_writable",
-           "unwritable"]
+__all__ = ["CACHE_ENV", "cache_root", "check_writable", "home_path", "require_temp_dir",
+           "require_writable", "unwritable"]
 
 CACHE_ENV = "XDG_CACHE_HOME"
 
@@ -83,6 +84,27 @@ def unwritable(folder: Path, reason: str, *, what: str, variable: str,
         folder=folder, variable=variable,
         hint=f"make {folder} writable for your user, or {moves} to use a writable folder "
              "instead (a read-only or missing HOME needs this)")
+
+
+def require_temp_dir() -> Path:
+    """The folder temporary files go to, checked usable before a command starts.
+
+    Python tries $TMPDIR, /tmp, /var/tmp, /usr/tmp and the working directory, and when none can
+    be written every temporary file (a conversion, a host probe, a build) fails with a bare
+    FileNotFoundError deep inside tinyforge.
+    """
+    import tempfile  # not at import time: `tinyforge --help` needs none
+
+    try:
+        return Path(tempfile.gettempdir())
+    except FileNotFoundError:
+        candidate = os.environ.get("TMPDIR") or "/tmp"
+        raise UnwritableFolderError(
+            f"cannot write temporary files: no usable folder among $TMPDIR "
+            f"({os.environ.get('TMPDIR') or 'not set'}), /tmp, /var/tmp, /usr/tmp and the "
+            "working directory",
+            folder=Path(candidate), variable="TMPDIR",
+            hint="set TMPDIR=DIR to a writable folder (or make /tmp writable)") from None
 
 
 def _home(what: str, variable: str) -> Path:

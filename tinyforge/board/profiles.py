@@ -44,7 +44,6 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "platform": (str, True), "board": (str, True), "framework": (str, False),
         "build_flags": (list, False), "build_unflags": (list, False),
         "extra_options": (dict, False), "packages": (list, False),
-        "board_definition": (dict, False),
     },
     "tflm": {
         "library": (str, True), "version": (str, True), "source": (str, True),

@@ -60,6 +60,7 @@ def run(args) -> int:
 def summary_lines(result) -> list[str]:
     """The human-readable result of a build: each fact once (the log only shows progress)."""
     from .. import units
+    from ..model import arena
 
     model = result.model
     lines = [f"project   {result.project_dir} ({result.plan.summary_text()})",
@@ -68,7 +69,11 @@ def summary_lines(result) -> list[str]:
              f"ops       {len(model.ops)}: {', '.join(op.name for op in model.ops)}"]
     for line in (model.conversion or {}).get("summary", []):
         lines.append(f"convert   {line}")
-    lines.append(f"arena     {units.size(model.arena.arena_bytes)} ({model.arena.note})")
+    note = model.arena.note
+    if model.reference:  # its own line names the host runtime
+        host = model.arena.host
+        note = arena.summary_note(note, host.runtime if host else None)
+    lines.append(f"arena     {units.size(model.arena.arena_bytes)} ({note})")
     if model.reference:
         lines.append(f"host      dry run and arena on the {model.reference.description}")
     lines.extend(f"estimate  {line}" for line in model.fit.lines())

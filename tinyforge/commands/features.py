@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -31,14 +30,14 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
+    from .. import jsonout
     from ..flows.features import compute_features
 
     report = compute_features(args.recording, config=args.config, model=args.model,
                               kind=args.input, board_id=args.board, labels=args.labels,
                               output=args.output)
     if args.json:
-        # Until tinyforge/jsonout.py lands (output worktree): strict JSON, no NaN.
-        print(json.dumps(report.to_json(), indent=2, sort_keys=True, allow_nan=False))
+        jsonout.emit(report.to_json())
     else:
         print("\n".join(report.lines()))
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -28,12 +27,13 @@ def register(subparsers, parents) -> None:
 
 
 def run(args) -> int:
+    from .. import jsonout
     from ..flows.report import report_last_build
 
     result = report_last_build(project_dir=args.project_dir, board_id=args.board,
                                output_dir=args.output, decisions_per_s=args.rate)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        jsonout.emit(result.to_json())
         return 0
     print(f"report: {result.html}")
     for section, state in result.sections.items():

@@ -111,8 +111,9 @@ def measure(prepared: PreparedModel, library: Library, *, project_dir: Path | No
     measurement = ArenaMeasurement(minimum_bytes=minimum, reported_bytes=search.reported,
                                    probes=search.probes, seconds=time.monotonic() - started,
                                    source="device")
-    log.info("arena: %s on the emulated Cortex-M4 (%d probes)", units.size(minimum),
-             search.probes)
+    # The figure is the summary's (build, inspect): said once, there.
+    log.debug("arena: %s on the emulated Cortex-M4 (%d probes)", units.size(minimum),
+              search.probes)
     record(prepared, library, measurement)
     return measurement
 

@@ -126,8 +126,9 @@ def emulator_checks(core: str | os.PathLike | None = None) -> list[Check]:
     else:
         option = f" --core-dir {target}" if core else ""
         checks.append(Check("PlatformIO core dir", False,
-                            f"{target} is not prepared (tool-scons and the toolchain are "
-                            "not registered there)", f"run `tinyforge setup{option}`"))
+                            f"{target} is not prepared for this copy of tinyforge (tool-scons, "
+                            "the toolchain or the qemu-m4 platform link missing, or the link "
+                            "points at another copy)", f"run `tinyforge setup{option}`"))
         try:
             storage.check_writable(target, what="tinyforge's PlatformIO core dir",
                                    variable=offline_core.ENV_CORE_DIR, option="--core-dir")

@@ -48,11 +48,12 @@ def upload(build: LastBuild, port: str | None = None, *, ask=None) -> FlashResul
     """Upload to a real board and wait until its sketch's port is back."""
     check_built(build)
     board = build.board
+    core = pio.core_dir_for(board)
+    pio.require_core_dir(core)  # an unwritable one is named, not reported as a failed upload
     started = time.monotonic()
     device = ports.choose_port(board, port, ask=ask)
     log.info("uploading %s to %s on %s (at most %g s; --verbose shows PlatformIO's output)...",
              build.elf.name, board.name, device, UPLOAD_TIMEOUT_S)
-    core = pio.core_dir_for(board)
     try:
         proc.run(pio.pio_argv("run", "-d", str(build.project_dir), "-e", build.environment,
                               "-t", "upload", "--upload-port", device),

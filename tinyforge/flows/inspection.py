@@ -13,6 +13,7 @@ from ..board import profiles
 from ..board.tflm_source import resolve_tflm_source
 from ..errors import ModelFileError
 from ..model import checks, compat, fit, reader
+from ..model.arena import summary_note
 
 
 def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
@@ -80,7 +81,10 @@ def summary_lines(report: dict) -> list[str]:
         lines.append("host TFLM  FAILED:")
         lines.extend(f"  {line}" for line in report["host_run"]["error"].splitlines())
     if report["arena"]:
-        lines.append(f"arena      {units.size(report['arena_bytes'])} ({report['arena']['note']})")
+        note = report["arena"]["note"]
+        if report["host_run"].get("reference"):  # named on its own line above
+            note = summary_note(note, (report["arena"]["host"] or {}).get("runtime"))
+        lines.append(f"arena      {units.size(report['arena_bytes'])} ({note})")
     if report["fit"]:
         fit = report["fit"]
         lines.append(f"flash      ~{units.size(fit['flash_total'])} of "

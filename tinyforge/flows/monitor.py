@@ -10,10 +10,13 @@ results or `timeout`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -159,18 +162,14 @@ class _View:
         self.options = options
         self.out = out
         self.summary = MonitorSummary()
-        self.csv_file = None
-        self.csv_writer = None
+        self.csv_file: _CsvLog | None = None
+        self.csv_rows = 0
         self.said_waiting = False
         if options.csv:
-            try:
-                self.csv_file = open(options.csv, "w", newline="", encoding="utf-8")
-            except OSError as exc:
-                raise InputError(f"cannot write the CSV log {options.csv}: {exc.strerror}",
-                                 hint="give --csv a path in a writable folder") from None
-            self.csv_writer = csv.writer(self.csv_file)
-            self.csv_writer.writerow(["seq", "src", "us", "top_index", "top_label", "top_score",
-                                      "outputs"])
+            self.csv_file = _CsvLog(Path(options.csv))
+            self._write_csv(["seq", "src", "us", "top_index", "top_label", "top_score",
+                             "outputs"])
+            self.csv_rows = 0  # the header is no result
 
     def done(self) -> bool:
         return self.options.count is not None and self.summary.results >= self.options.count
@@ -195,7 +194,7 @@ class _View:
             setattr(self.summary, name, getattr(self.summary, name) + 1)
         if isinstance(event, protocol.Boot):
             self._check_boot(event)
-        if isinstance(event, protocol.Result) and self.csv_writer:
+        if isinstance(event, protocol.Result) and self.csv_file:
             self._csv_row(event)
         if self.options.json:
             jsonout.emit(to_json(event), lines=True, out=self.out)
@@ -257,8 +256,60 @@ class _View:
         top = top_class(result, self.options.labels)
         index, label, score = top if top else ("", "", "")
         flat = " ".join(",".join(repr(v) for v in output.f) for output in result.outputs)
-        self.csv_writer.writerow([result.seq, result.src, result.us, index, label, score, flat])
-        self.csv_file.flush()
+        self._write_csv([result.seq, result.src, result.us, index, label, score, flat])
+
+    def _write_csv(self, row: list) -> None:
+        try:
+            self.csv_file.write_row(row)
+        except OSError as exc:
+            raise InputError(f"cannot write the CSV log {self.options.csv}: "
+                             f"{exc.strerror or exc}",
+                             details=f"it holds the {units.count(self.csv_rows)} result(s) "
+                                     "written before",
+                             hint="give --csv a file on a disk with free space") from None
+        self.csv_rows += 1
+
+
+class _CsvLog:
+    """The --csv log: one row at a time, written straight to the file.
+
+    Each row is complete on disk as soon as it is shown, so the log holds every result up to
+    the last however the monitor ends (Ctrl-C, a lost board) and can be followed while it
+    grows. A row that cannot be written whole (a full disk) is taken back: the file never
+    ends in half a row.
+    """
+
+    def __init__(self, path: Path):
+        # Never a FIFO or a device: opening one could block, or write to a board.
+        if path.exists() and not path.is_file():
+            raise InputError(f"the CSV log {path} exists and is not a regular file",
+                             hint="give --csv the path of a new or regular file")
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        except OSError as exc:
+            raise InputError(f"cannot write the CSV log {path}: {exc.strerror or exc}",
+                             hint="give --csv a path in a writable folder") from None
+        self.size = 0
+
+    def write_row(self, row: list) -> None:
+        text = io.StringIO()
+        csv.writer(text).writerow(row)
+        data = text.getvalue().encode("utf-8")
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+                os.lseek(self.fd, self.size, os.SEEK_SET)
+            raise
+        self.size += len(data)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def top_class(result: protocol.Result, labels: list[str]) -> tuple[int, str, float] | None:

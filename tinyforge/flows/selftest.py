@@ -179,7 +179,7 @@ def _check_boot(talk: _Conversation, board: Board, started_at: float | None, ask
     figures = {}
     if started_at is not None:
         figures["boot_ms"] = round((received - started_at) * 1000, 1)
-    detail = (f"BOOT after {figures['boot_ms']} ms" if figures else "BOOT received")
+    detail = (f"BOOT after {units.millis(figures['boot_ms'])}" if figures else "BOOT received")
     if wrong:
         return (Step("boot", False, "BOOT differs from the firmware built: " + "; ".join(wrong),
                      figures), boot)

@@ -124,7 +124,7 @@ def samples_from_file(path: Path, spec: protocol.TensorSpec) -> list[np.ndarray]
     """Input vectors from .npy/.npz: floats are quantized with the input's scale/zero point."""
     from ..model.calibration import load_array, match_input_shape
 
-    array = match_input_shape(load_array(path), list(spec.shape), path)
+    array = match_input_shape(load_array(path, integers=True), list(spec.shape), path)
     dtype = _NUMPY_TYPES[spec.dtype]
     if array.dtype.kind == "f":
         if spec.dtype == "float32":
@@ -136,11 +136,19 @@ def samples_from_file(path: Path, spec: protocol.TensorSpec) -> list[np.ndarray]
         info = np.iinfo(dtype)
         quantized = np.round(array / spec.scale) + spec.zero_point
         return list(np.clip(quantized, info.min, info.max).astype(dtype))
-    if array.dtype != dtype:
-        raise CalibrationError(f"{path} holds {array.dtype} values; the model input is "
-                               f"{spec.dtype}",
-                               hint=f"give float values (quantized by tinyforge) or {spec.dtype}")
-    return list(array)
+    # Integers are inputs already quantized (np.save of a list of ints gives int64): any
+    # integer type will do while every value is one the input's type holds.
+    if spec.dtype == "float32":
+        raise CalibrationError(f"{path} holds {array.dtype} values; the model input is float32",
+                               hint="give float values: x.astype(np.float32)")
+    info = np.iinfo(dtype)
+    if array.min() < info.min or array.max() > info.max:
+        raise CalibrationError(f"{path} holds {array.dtype} values from {array.min()} to "
+                               f"{array.max()}; the model input's {spec.dtype} holds "
+                               f"{info.min} to {info.max}",
+                               hint=f"give float values (quantized by tinyforge) or {spec.dtype} "
+                                    "values")
+    return list(array.astype(dtype))
 
 
 def random_samples(spec: protocol.TensorSpec, count: int, seed: int) -> list[np.ndarray]:
@@ -322,7 +330,8 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
             samples = samples_from_file(data, spec)
         else:
             samples = random_samples(spec, random_count or DEFAULT_RANDOM_SAMPLES, seed)
-        log.info("validating %s inputs against %s", units.count(len(samples)), reference.name)
+        # The report's first line names the reference: said once, there.
+        log.info("validating %s inputs...", units.count(len(samples)))
         return last_build.save_validation(build, run(
             conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs))
     finally:

@@ -89,12 +89,21 @@ def device_margin(minimum: int) -> int:
     return align(int(minimum * DEVICE_MARGIN_FRACTION) + DEVICE_MARGIN_BYTES)
 
 
+def summary_note(note: str, host_runtime: str | None) -> str:
+    """A plan's `note` without the host runtime's name, for summaries that name the runtime
+    on a line of their own (each fact once)."""
+    return note.replace(f"host TFLM ({host_runtime or _WHEEL}) ", "host TFLM ", 1)
+
+
+_WHEEL = "tflite-micro wheel"
+
+
 def plan_from_host(host: ArenaMeasurement) -> ArenaPlan:
     margin = host_margin(host.minimum_bytes)
     return ArenaPlan(
         arena_bytes=align(host.minimum_bytes + margin), margin_bytes=margin, used=host,
         host=host, device=None,
-        note=(f"host TFLM ({host.runtime or 'tflite-micro wheel'}) minimum "
+        note=(f"host TFLM ({host.runtime or _WHEEL}) minimum "
               f"{units.size(host.minimum_bytes)} + margin {units.size(margin)} "
               f"({HOST_MARGIN_FRACTION:.0%} + {units.size(HOST_MARGIN_BYTES)}); the 64-bit "
               "host over-estimates a 32-bit device"))

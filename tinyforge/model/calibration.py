@@ -62,10 +62,12 @@ def require_calibration(path: Path | None, *, quantize: str) -> Path:
     return Path(path)
 
 
-def load_array(path: Path) -> np.ndarray:
+def load_array(path: Path, *, integers: bool = False) -> np.ndarray:
     """Read the samples array of a `.npy` or `.npz` file and check it holds finite floats.
 
     The shape is not checked here (see `match_input_shape`); the result is float32.
+    `integers=True` also accepts integer arrays, returned as they are (inputs already
+    quantized, for `validate`).
     """
     path = Path(path)
     if path.is_dir():
@@ -82,6 +84,8 @@ def load_array(path: Path) -> np.ndarray:
         raise CalibrationError(
             f"calibration file {path} is neither .npy nor .npz (found '{path.suffix or 'no'}' "
             "extension)", hint=_FORMAT_HINT)
+    if integers and np.issubdtype(array.dtype, np.integer):
+        return _check_samples(array, path)
     return _check_values(array, path)
 
 
@@ -122,7 +126,9 @@ def match_input_shape(array: np.ndarray, input_shape: Sequence[int | None], path
                                     "give the best int8 ranges")
     if limit is not None and batch.shape[0] > limit:
         batch = batch[:limit]
-    return np.ascontiguousarray(batch, dtype=np.float32)
+    # Integer samples (see load_array) keep their values and type.
+    dtype = batch.dtype if np.issubdtype(batch.dtype, np.integer) else np.float32
+    return np.ascontiguousarray(batch, dtype=dtype)
 
 
 def load_calibration(path: Path, input_shape: Sequence[int | None], *,
@@ -263,13 +269,7 @@ def _check_values(array: np.ndarray, path: Path) -> np.ndarray:
             "(float32)",
             hint="give the float inputs the model sees, after the same scaling/normalisation "
                  "used in training: x.astype(np.float32)")
-    if array.ndim == 0:
-        raise CalibrationError(f"calibration file {path} holds a single number, not samples",
-                               hint=_FORMAT_HINT)
-    if array.size == 0:
-        raise CalibrationError(f"calibration file {path} holds no samples "
-                               f"(shape {_fmt(array.shape)})",
-                               hint="give at least one sample")
+    _check_samples(array, path)
     # Cast first: float64 values beyond float32's range become infinite, and must be refused too.
     with np.errstate(over="ignore"):
         values = array.astype(np.float32, copy=False)
@@ -280,6 +280,17 @@ def _check_values(array: np.ndarray, path: Path) -> np.ndarray:
             f"calibration file {path} has {bad} NaN or infinite float32 value(s) of {values.size}",
             hint="remove or repair those samples; quantization ranges must come from real values")
     return values
+
+
+def _check_samples(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 0:
+        raise CalibrationError(f"calibration file {path} holds a single number, not samples",
+                               hint=_FORMAT_HINT)
+    if array.size == 0:
+        raise CalibrationError(f"calibration file {path} holds no samples "
+                               f"(shape {_fmt(array.shape)})",
+                               hint="give at least one sample")
+    return array
 
 
 def _fmt(shape: Sequence[int | None]) -> str:

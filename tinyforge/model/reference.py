@@ -90,8 +90,8 @@ class HostRuntime:
                 f"the host TFLM runtime ({self.label}) failed running {model_name}: "
                 f"{result.describe_failure()}",
                 details=host_runtime.tflm_diagnostics(result.output),
-                hint="these inputs make TFLM fail where the build's own run did not: check "
-                     "their shape and range, and the model with `tinyforge inspect MODEL`")
+                hint="check the inputs against the model's input tensor (`tinyforge inspect "
+                     "MODEL`); run with -v for the runtime's own output")
         return result.value
 
     def layers(self, model: bytes, inputs: list[np.ndarray], model_name: str) -> list[LayerOutput]:
@@ -102,8 +102,8 @@ class HostRuntime:
                 f"the host TFLM runtime ({self.label}) failed recording the layers of "
                 f"{model_name}: {result.describe_failure()}",
                 details=host_runtime.tflm_diagnostics(result.output),
-                hint="check the model with `tinyforge inspect MODEL`; `validate --reference "
-                     "wheel` compares with the other host TFLM")
+                hint="run with -v for the runtime's own output; the model's final outputs "
+                     "can still be compared (`tinyforge validate`)")
         return result.value
 
     def _call(self, target, *args) -> IsolatedResult:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from .. import __version__
+from .. import __version__, units
 from . import plots
 from .data import ReportData
 
@@ -112,15 +112,16 @@ def _summary(data: ReportData) -> str:
         for region, limit_key, label in (("flash", "flash_bytes", "Flash"),
                                          ("ram", "ram_bytes", "RAM")):
             used, limit = data.breakdown[region]["total"], data.board.get(limit_key)
-            share = f"{100 * used / limit:.1f}% of {limit / 1024:,.0f} KiB" if limit else ""
-            cards.append((label, f"{used:,} B", share))
+            share = f"{units.percent(used, limit)} of {units.size(limit)}" if limit else ""
+            cards.append((label, units.size(used), share))
     if data.cost:
         cards.append(("MACs per inference", f"{data.cost['totals']['macs']:,}",
                       f"{data.cost['totals']['operators']} operators"))
         latency = data.cost.get("latency")
         if latency:
             low, high = (1e3 * s for s in latency["seconds"])
-            value = f"{low:.2f} ms" if latency["measured"] else f"{low:.2f}–{high:.2f} ms"
+            value = (units.millis(low) if latency["measured"]
+                     else f"{units.millis(low)} – {units.millis(high)}")
             cards.append(("Latency", value, "measured ratio" if latency["measured"]
                           else "estimated band"))
     if data.validation:
@@ -196,8 +197,8 @@ def _cost(data: ReportData):
              else f"{cpi[0]:g} – {cpi[1]:g}"],
             ["basis", latency["basis"]],
             ["clock", f"{latency['clock_hz'] / 1e6:g} MHz"],
-            ["latency", f"{1e3 * low:.3f} ms" if latency["measured"]
-             else f"{1e3 * low:.3f} – {1e3 * high:.3f} ms"]]
+            ["latency", units.millis(1e3 * low) if latency["measured"]
+             else f"{units.millis(1e3 * low)} – {units.millis(1e3 * high)}"]]
     parts = [_table(["", ""], rows)]
     if energy:
         parts.append(_table(

@@ -217,10 +217,8 @@ def _register_platform(platforms: Path, name: str) -> tuple[str, str, Path]:
     """Link the dev-platform folder into the core dir, in the format PlatformIO itself writes
     for a `symlink://` platform (`<name>.pio-link`). It is how `platform = tinyforge-qemu-m4`
     is found without the registry; rewritten when tinyforge moved."""
-    path = resources.platforms_dir() / name
     link = platforms / f"{name}.pio-link"
-    data = {"cwd": str(path), "spec": {"owner": None, "id": None, "name": name,
-                                       "requirements": None, "uri": f"symlink://{path}"}}
+    data = _platform_link(name)
     try:
         if _read_json(link) == data:
             return ("identical", f"platform {name}", link)
@@ -232,6 +230,13 @@ def _register_platform(platforms: Path, name: str) -> tuple[str, str, Path]:
     staging.write_text(json.dumps(data), encoding="utf-8")
     os.replace(staging, link)
     return (action, f"platform {name}", link)
+
+
+def _platform_link(name: str) -> dict:
+    """The `.pio-link` of the dev-platform of this copy of tinyforge."""
+    path = resources.platforms_dir() / name
+    return {"cwd": str(path), "spec": {"owner": None, "id": None, "name": name,
+                                       "requirements": None, "uri": f"symlink://{path}"}}
 
 
 def _matches(folder: Path, seed: _Seed) -> bool:
@@ -254,10 +259,16 @@ def _read_json(path: Path) -> dict:
 # --- status ---
 
 def is_ready(core: str | os.PathLike | None = None) -> bool:
-    """Whether `core` holds both seeded packages and the platform link (no child processes)."""
+    """Whether `core` holds both seeded packages and the platform link to this copy of
+    tinyforge's dev-platform (no child processes). A link left by a copy that moved, or by
+    another checkout, is not ready: `setup` (and every qemu-m4 build) points it here again."""
     target = core_dir(core)
     packages = target / "packages"
+    try:
+        linked = _read_json(target / "platforms" / f"{PLATFORM_NAME}.pio-link")
+    except (OSError, ValueError):
+        return False
     return all(
         (packages / name / ".piopm").is_file() and (packages / name / "package.json").is_file()
         for name in ("tool-scons", "toolchain-gccarmnoneeabi")
-    ) and (target / "platforms" / f"{PLATFORM_NAME}.pio-link").is_file()
+    ) and linked == _platform_link(PLATFORM_NAME)
