@@ -197,11 +197,11 @@ def test_the_report_compares_with_the_project_before_the_build(tmp_path):
     assert writer.actions_since(before, changed, after) == {"a.h": "update", "b.cpp": "identical"}
 
 
-def test_the_line_buffer_is_one_host_message_for_every_model(tinyforge, models, tmp_path):
+def test_the_line_buffer_is_one_host_message_for_every_model(models, tmp_path):
     from tinyforge.model.fit import HOST_LINE_BYTES
     for model in ("conv_int8.tflite", "image96_int8.tflite"):
         project = tmp_path / model
-        _render(tinyforge, models / model, project)
+        _render(models / model, project)
         settings = (project / "src" / "model_settings.h").read_text()
         assert f"constexpr size_t kMaxLineLength = {HOST_LINE_BYTES};" in settings
         sketch = (project / "src" / "main.cpp").read_text()
