@@ -150,14 +150,35 @@ def _lifetimes(data: ReportData):
     lifetimes = data.lifetimes
     if lifetimes is None:
         return None, None
-    png = plots.lifetimes_png(lifetimes, _op_names(data))
+    by_operator = lifetimes.step_label == "operator"
+    png = plots.lifetimes_png(lifetimes, _op_names(data) if by_operator else None)
     efficiency = (f"; the plan uses {lifetimes.planned_bytes:,} B, "
                   f"{100 * lifetimes.lower_bound / lifetimes.planned_bytes:.1f}% efficient"
                   if lifetimes.planned_bytes else "")
-    text = (f"<p>{len(lifetimes.tensors)} arena tensors over {lifetimes.operator_count} "
-            f"operators. Lower bound (the most bytes alive at once): "
+    text = (f"<p>{len(lifetimes.tensors)} arena buffers over {lifetimes.operator_count} "
+            f"{escape(lifetimes.step_label)}s. Lower bound (the most bytes alive at once): "
             f"<b>{lifetimes.lower_bound:,} B</b>{escape(efficiency)}.</p>")
-    return _section("lifetimes", text + _image(png, "tensor lifetimes")), png
+    return _section("lifetimes", text + _plan_table(lifetimes)
+                    + _image(png, "tensor lifetimes")), png
+
+
+def _plan_table(lifetimes) -> str:
+    """TFLM's greedy head, tinyforge's offline plan, the lower bound, the time to plan."""
+    if lifetimes.greedy_bytes is None:
+        return ""
+    runs = {"offline": "an offline plan (OfflineMemoryAllocation in the model)",
+            "tflm-greedy": "TFLM's greedy plan"}.get(lifetimes.planner or "", lifetimes.planner)
+    rows = [["TFLM's greedy plan", f"{lifetimes.greedy_bytes:,} B"],
+            ["tinyforge's offline plan", f"{lifetimes.offline_bytes:,} B"
+             if lifetimes.offline_bytes is not None else "none smaller than greedy"],
+            ["lower bound", f"{lifetimes.lower_bound:,} B"],
+            ["time to plan", None if lifetimes.plan_seconds is None
+             else f"{1000 * lifetimes.plan_seconds:.1f} ms"],
+            ["the firmware runs", runs]]
+    return ("<h3>Arena head (board kernels, CMSIS-NN)</h3>" + _table(["", ""], rows)
+            + '<p class="source">The plot shows where the board\'s TFLM puts each buffer: '
+            "the head holds tensors and scratch buffers, not TFLM's own structures "
+            "(docs/memory.md).</p>")
 
 
 def _layers(data: ReportData):
