@@ -138,6 +138,18 @@ def test_a_plan_whose_measured_arena_is_larger_is_not_embedded(residual):
             assert choice.dropped.startswith("its smallest arena on the emulated Cortex-M4 is "
                                              "2,416 B, TFLM's greedy plan needs 2,400 B")
             assert choice.outcome.model == original.data
+    # A device figure (cached) for the model as given, only the host for the planned one: the
+    # arenas the firmwares would get decide, and the host's margin loses.
+    planned, choice = memory_plan.plan_model(original, board, "auto", quantize="float32",
+                                             strict=False)
+
+    def mixed(model):
+        model.arena = _measured(2_400, "device") if model is original else \
+            _measured(2_000, "host")
+
+    assert memory_plan.settle(choice, planned, original, mixed) is original
+    assert choice.dropped.startswith("the arena with it (3,232 B, host TFLM) would be larger "
+                                     "than without it (2,512 B, emulated Cortex-M4)")
 
 
 def test_inspect_shows_what_build_would_embed(in_process, residual, tmp_path):

@@ -142,16 +142,20 @@ def settle(choice: MemoryPlanChoice, planned: checks.PreparedModel,
     measure(planned)
     choice.arena_without_plan, choice.arena_with_plan = original.arena, planned.arena
     with_plan, without = planned.arena.used, original.arena.used
-    if with_plan.source != without.source:
-        # One of the two fell back to the host: they cannot be compared, and the one the
-        # firmware would get is the planned model's, measured as well as it could be.
-        log.info("memory plan: arenas measured in different places (%s, %s)",
-                 with_plan.source, without.source)
-        return planned
-    if with_plan.minimum_bytes > without.minimum_bytes:
-        choice.dropped = (f"its smallest arena on the {_where(planned.arena)} is "
-                          f"{units.size(with_plan.minimum_bytes)}, TFLM's greedy plan needs "
-                          f"{units.size(without.minimum_bytes)}: the model is left as it is")
+    if with_plan.source == without.source:
+        larger = with_plan.minimum_bytes > without.minimum_bytes
+        detail = (f"its smallest arena on the {_where(planned.arena)} is "
+                  f"{units.size(with_plan.minimum_bytes)}, TFLM's greedy plan needs "
+                  f"{units.size(without.minimum_bytes)}")
+    else:
+        # One of them could only be measured on the host (a device figure from the cache for
+        # the other): the arenas the two firmwares would get decide.
+        larger = planned.arena.arena_bytes > original.arena.arena_bytes
+        detail = (f"the arena with it ({units.size(planned.arena.arena_bytes)}, "
+                  f"{_where(planned.arena)}) would be larger than without it "
+                  f"({units.size(original.arena.arena_bytes)}, {_where(original.arena)})")
+    if larger:
+        choice.dropped = f"{detail}: the model is left as it is"
         choice.outcome = memory_report.PlanOutcome(original.data, "unchanged",
                                                    choice.outcome.plan, choice.dropped)
         return original
