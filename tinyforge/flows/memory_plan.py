@@ -109,7 +109,14 @@ def plan_model(prepared: checks.PreparedModel, board: profiles.Board, mode: str,
     if mode not in MODES:
         raise ValueError(f"unknown memory-plan mode {mode!r}")
     name = prepared.info.name
-    outcome = memory_report.apply_memory_plan(prepared.data, name, mode)
+    try:
+        outcome = memory_report.apply_memory_plan(prepared.data, name, mode)
+    except TinyforgeError as error:
+        if mode != "auto":
+            raise
+        # auto never fails a build over an optimisation: say why and keep the model.
+        outcome = memory_report.PlanOutcome(prepared.data, "unchanged", None,
+                                            f"not planned: {error.message}")
     choice = MemoryPlanChoice(mode, outcome, prepared.info.sha256)
     if outcome.model == prepared.data:
         return prepared, choice
