@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_memory_runtime import residual_model
 
+from tinyforge.board import profiles
 from tinyforge.flows import build, inspection, memory_plan
 from tinyforge.flows import report as report_flow
 from tinyforge.model import checks, memory, memory_embed, memory_report
@@ -120,7 +121,7 @@ def _measured(minimum: int, source: str):
 def test_a_plan_whose_measured_arena_is_larger_is_not_embedded(residual):
     # The decision alone, with measured figures given: the plan is dropped when its
     # smallest arena is larger than TFLM's greedy plan's, kept when it is not.
-    board = memory_plan.profiles.load_board("qemu-m4")
+    board = profiles.load_board("qemu-m4")
     original = checks.prepare(residual.read_bytes(), residual.name, board, quantize="float32",
                               strict=False)
     for planned_minimum, kept in ((2_000, True), (2_400, True), (2_416, False)):

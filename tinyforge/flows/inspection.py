@@ -38,7 +38,14 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
         except TinyforgeError as error:
             planned, memory_error = prepared, error.message
         shown = _measure(prepared, planned, choice, board, tflm_root, arena)
-    figures = memory_plan_flow.figures(prepared, choice) if memory_error is None else None
+    figures = None
+    if memory_error is None:
+        try:
+            figures = memory_report.memory_figures(
+                prepared.data, prepared.info.name,
+                result=choice.outcome.plan if choice is not None else None)
+        except TinyforgeError as error:
+            memory_error = error.message
     report = prepared.info.to_json()
     report.update({
         "board": board.id,

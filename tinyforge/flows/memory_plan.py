@@ -167,14 +167,3 @@ def settle(choice: MemoryPlanChoice, planned: checks.PreparedModel,
                                                    choice.outcome.plan, choice.dropped)
         return original
     return planned
-
-
-def figures(prepared: checks.PreparedModel, choice: MemoryPlanChoice | None) -> dict | None:
-    """The memory figures `inspect` shows (docs/memory.md), for the model as given; None when
-    the graph cannot be analysed (the reason is logged)."""
-    plan = choice.outcome.plan if choice is not None else None
-    try:
-        return memory_report.memory_figures(prepared.data, prepared.info.name, result=plan)
-    except TinyforgeError as error:
-        log.warning("memory figures: %s", error.message)
-        return None

@@ -277,12 +277,26 @@ def _memory(data: ReportData):
         parts.append("<p>Also reserved in RAM, not in PlatformIO's RAM figure: "
                      + ", ".join(f"<code>{escape(n)}</code> {s:,} B"
                                  for n, s in not_counted.items()) + ".</p>")
+    parts.append(_arena_head_note(data.lifetimes))
     if data.breakdown_check is not None:
         parts.append('<p class="ok">The categories add up to the ELF\'s section sizes.</p>'
                      if not data.breakdown_check else
                      '<p class="missing">The map and the ELF disagree: '
                      + escape("; ".join(data.breakdown_check)) + "</p>")
     return _section("memory", "\n".join(parts)), png
+
+
+def _arena_head_note(lifetimes) -> str:
+    """The arena's planned part, beside the RAM it is counted in (details: the lifetimes)."""
+    if lifetimes is None or lifetimes.greedy_bytes is None:
+        return ""
+    plan = (f"tinyforge's offline plan {lifetimes.offline_bytes:,} B"
+            if lifetimes.offline_bytes is not None else "no offline plan smaller")
+    runs = "the offline plan" if lifetimes.planner == "offline" else "TFLM's greedy plan"
+    return (f"<p>Of the arena, the head (tensors and scratch buffers) takes "
+            f"{lifetimes.planned_bytes:,} B with {escape(runs)}, which the firmware runs: TFLM's "
+            f"greedy plan {lifetimes.greedy_bytes:,} B, {escape(plan)}, lower bound "
+            f"{lifetimes.lower_bound:,} B (see the tensor lifetimes).</p>")
 
 
 def _validation(data: ReportData):
