@@ -83,8 +83,8 @@ def test_off_embeds_the_model_as_given(in_process, residual, tmp_path):
     assert plan["runs"] == {"planner": "tflm-greedy", "offline_offsets": 0}
     assert plan["arena"] == {"with_plan": None, "without_plan": None}
     assert result.memory_plan.lines() == [
-        "--memory-plan off: the firmware runs TFLM's greedy plan; the model as given, "
-        "not planned"]
+        ("--memory-plan off: the firmware runs TFLM's greedy plan; the model as given, "
+         "not planned")]
 
 
 def test_a_plan_the_model_carries_is_kept_by_auto_and_replaced_by_replace(in_process, tmp_path):
