@@ -34,7 +34,7 @@ from tinyforge.model import (  # noqa: E402
 def tensorflow_models() -> list[Path]:
     """The test suites' TensorFlow-made models, made once into bench/.cache."""
     out = CACHE / "memory-models"
-    if not (out / "residual_int8.tflite").exists():
+    if not (out / "conv1d_int8.tflite").exists():
         if importlib.util.find_spec("tensorflow") is None:
             return []
         out.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,8 @@ def tensorflow_models() -> list[Path]:
         for script in ("make_memory_models.py", "make_models.py"):
             subprocess.run([sys.executable, str(ROOT / "tests" / "models" / script), str(out)],
                            check=True, capture_output=True, env=env)
-    keep = ("residual", "concat", "unet", "mean", "conv_int8", "dense_int8", "big_arena")
+    keep = ("residual", "concat", "unet", "mean", "conv_int8", "conv1d", "dense_int8",
+            "big_arena")
     return sorted(p for p in out.glob("*.tflite") if p.name.startswith(keep))
 
 

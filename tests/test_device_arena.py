@@ -17,7 +17,7 @@ import pytest
 
 from tinyforge.board import profiles
 from tinyforge.board.tflm_source import downloaded_tflm, tree_digest
-from tinyforge.flows import device_arena
+from tinyforge.flows import device_arena, memory_plan
 from tinyforge.model import checks
 from tinyforge.model.arena import ArenaMeasurement
 
@@ -184,11 +184,16 @@ def test_plain_inspect_shows_the_device_figure_build_measured(tinyforge, cli_env
     """The command line, with no --tflm and no TINYFORGE_TFLM (cli_env drops it)."""
     copy_project = tmp_path / "p"
     _download(copy_project, board, _tflm_tree(tmp_path / "tree"))
-    device_arena.record(prepared, device_arena.Library.find(board, None, copy_project),
-                        DEVICE_FIGURE)
+    library = device_arena.Library.find(board, None, copy_project)
+    device_arena.record(prepared, library, DEVICE_FIGURE)
+    # build measures the model with its offline plan too (--memory-plan auto, docs/memory.md).
+    planned, _ = memory_plan.plan_model(prepared, board, "auto", strict=False)
+    assert planned is not prepared
+    device_arena.record(planned, library, DEVICE_FIGURE)
     env = dict(cli_env, XDG_CACHE_HOME=str(tmp_path / "xdg"))
     report = json.loads(tinyforge("inspect", EXAMPLE, "--board", "nano33ble", "--json",
                                   env=env, check_rc=0).stdout)
     assert report["arena"]["source"] == "device"
     assert report["arena"]["device"]["minimum_bytes"] == 2784
     assert report["arena_bytes"] < report["arena"]["host"]["minimum_bytes"]
+    assert report["memory_plan"]["arena"]["without_plan"]["source"] == "device"

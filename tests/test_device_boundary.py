@@ -456,13 +456,14 @@ def test_a_csv_log_that_cannot_grow_keeps_its_whole_rows(marked_env, tmp_path):
 
 def test_monitor_says_when_the_firmware_waits_for_host_input(tmp_path, marked_env):
     model = EXAMPLE / "gesture_int8.tflite"
-    sha = hashlib.sha256(model.read_bytes()).hexdigest()
     boots = {}
     for name, extra in (("without", ()), ("with", ("--demo-input", EXAMPLE / "demo_input.npy"))):
         project = tmp_path / name
         result = cli(marked_env, "build", "--model", model, "--project-dir", project,
                      "--no-compile", *extra, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
+        # The firmware's model: the example with its offline memory plan (--memory-plan auto).
+        sha = hashlib.sha256((project / ".tinyforge" / "model.tflite").read_bytes()).hexdigest()
         boot = boot_line(model_sha256=sha, inputs="int8:1x32x3:0.1:0",
                          outputs="int8:1x4:0.00390625:-128")
         with FakeDevice(tmp_path) as device, FakeFirmware(device, boot, lambda *_: None):

@@ -384,6 +384,19 @@ def test_boot_messages(harness):
     assert decode(out)[0].ok and not decode(out)[1].ok
 
 
+def test_boot_says_which_memory_plan_the_firmware_runs(harness):
+    sha = hashlib.sha256(b"a model").hexdigest()
+    out = harness.emit(f"boot 0.1.0 qemu-m4 {sha} 100 60 2 ok - - 512 offline",
+                       f"boot 0.1.0 qemu-m4 {sha} 100 60 2 ok - - 512 tflm-greedy",
+                       f"boot 0.1.0 qemu-m4 {sha} 100 60 2 ok - - 512")
+    assert out.split(b"\r\n")[0].endswith(b" max_line=512 plan=offline *"
+                                          + out.split(b"\r\n")[0][-8:])
+    plans = [boot.memory_plan for boot in decode(out)]
+    assert plans == ["offline", "tflm-greedy", None]
+    # An older host keeps the key among the extras: the message is still a valid BOOT.
+    assert decode(out)[0].extra == {"plan": "offline"}
+
+
 def test_err_and_echo_messages(harness):
     text = 'Didn\'t find op for builtin opcode "GELU"\n100% sure!'
     out = harness.emit(f"err - OP_RESOLVER 1 {text.encode().hex()}",

@@ -37,8 +37,11 @@ def hand_made_lifetimes() -> Lifetimes:
                TensorLifetime("pool1", 2, 3, 120, 336), TensorLifetime("conv2", 3, 4, 208, 0),
                TensorLifetime("pool2", 4, 6, 96, 208), TensorLifetime("fc1", 6, 7, 16, 0),
                TensorLifetime("fc2", 7, 8, 4, 16), TensorLifetime("out", 8, 8, 4, 32)]
-    # Alive at op 2: conv1 + pool1 = 360 bytes, the most at any operator.
-    return Lifetimes(tensors, operator_count=9, lower_bound=360, planned_bytes=456)
+    # Alive at op 2: conv1 + pool1 = 360 bytes, the most at any operator. The plan's figures
+    # as a build's model gives them (flows/report.lifetimes_of).
+    return Lifetimes(tensors, operator_count=9, lower_bound=360, planned_bytes=456,
+                     greedy_bytes=480, offline_bytes=456, plan_seconds=0.0123,
+                     planner="offline")
 
 
 def hand_made_validation() -> dict:
@@ -101,6 +104,11 @@ def test_the_page_is_self_contained_and_escapes_what_it_shows():
     assert "1.2 – 2" in html and "assumed, not measured" in html
     assert "TFLM kernels by op" in html and "CONV_2D" in html
     assert "lower bound" in html.lower()
+    # The memory plan: TFLM's greedy head, tinyforge's plan, the bound, the time to plan.
+    assert "<td>TFLM&#x27;s greedy plan</td><td>480 B</td>" in html
+    assert "<td>tinyforge&#x27;s offline plan</td><td>456 B</td>" in html
+    assert "<td>time to plan</td><td>12.3 ms</td>" in html
+    assert "head (tensors and scratch buffers) takes 456 B with the offline plan" in html
     assert page.render(full_data()).html == html
 
 

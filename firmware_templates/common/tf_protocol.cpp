@@ -583,6 +583,7 @@ void WriteBoot(WriteFn write, const BootInfo& info) {
   w.TensorSpecs("out", info.outputs, info.num_outputs);
   w.Text("status", info.ok ? "ok" : "error");
   if (info.max_line != 0) w.UInt("max_line", info.max_line);
+  if (info.memory_plan != nullptr) w.Text("plan", info.memory_plan);
   w.End();
 }
 

@@ -226,6 +226,8 @@ void RunCommand(const std::vector<std::string>& a) {
     info.outputs = outs.views.data();
     info.num_outputs = outs.views.size();
     if (a.size() > 10) info.max_line = static_cast<uint32_t>(strtoul(a[10].c_str(), nullptr, 10));
+    // The memory plan after max_line (docs/protocol.md 5): "boot ... 512 offline".
+    if (a.size() > 11) info.memory_plan = a[11].c_str();
     tfproto::WriteBoot(WriteOut, info);
   } else if (name == "err") {
     const std::vector<uint8_t> bytes = Bytes(a[4]);
@@ -281,7 +283,7 @@ int Device(FILE* in, const std::string& sizes_text) {
   static const char kSha[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
   tfproto::BootInfo boot = {"0.1.0", "harness", kSha, 4096, 1000, 3,
                             views.data(), views.size(), views.data(), views.size(), true,
-                            static_cast<uint32_t>(parser.max_message())};
+                            static_cast<uint32_t>(parser.max_message()), nullptr};
 
   int c;
   while ((c = fgetc(in)) != EOF) {

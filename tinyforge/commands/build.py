@@ -30,6 +30,11 @@ def register(subparsers, parents) -> None:
                         help="where the arena size is measured: on the emulated Cortex-M4 "
                              "when it can be built (auto, the default), always on the host, "
                              "or required on the device (docs/arena.md)")
+    parser.add_argument("--memory-plan", choices=("auto", "off", "replace"), default="auto",
+                        help="embed an offline arena plan computed by tinyforge when it beats "
+                             "TFLM's greedy plan (auto, the default; a plan the model already "
+                             "carries is kept), never (off), or also over a plan the model "
+                             "carries (replace); docs/memory.md")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="stop after rendering and checks")
     parser.add_argument("--force", action="store_true",
@@ -48,7 +53,8 @@ def run(args) -> int:
         board=args.board, model=args.model, calibration=args.calibration,
         labels=args.labels, demo_input=args.demo_input, quantize=args.quantize,
         project_dir=args.project_dir, tflm=args.tflm, compile=args.compile,
-        force=args.force, overwrite=args.overwrite, arena=args.arena)
+        force=args.force, overwrite=args.overwrite, arena=args.arena,
+        memory_plan=args.memory_plan)
     result = build.build(options)
     if args.json:
         jsonout.emit(result.to_json())
@@ -74,6 +80,8 @@ def summary_lines(result) -> list[str]:
         host = model.arena.host
         note = arena.summary_note(note, host.runtime if host else None)
     lines.append(f"arena     {units.size(model.arena.arena_bytes)} ({note})")
+    lines.extend(f"{'memory' if n == 0 else '':<9} {line}"
+                 for n, line in enumerate(result.memory_plan.lines()))
     if model.reference:
         lines.append(f"host      dry run and arena on the {model.reference.description}")
     lines.extend(f"estimate  {line}" for line in model.fit.lines())

@@ -19,6 +19,9 @@ def register(subparsers, parents) -> None:
                         help="measure the arena on the emulated Cortex-M4 when a TFLM tree is "
                              "given and it can be built (auto), only on the host, or require "
                              "the device measurement")
+    parser.add_argument("--memory-plan", choices=("auto", "off", "replace"), default="auto",
+                        help="what `build --memory-plan` would embed: the arena and the fit "
+                             "shown are those of that model (default auto; docs/memory.md)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)
 
@@ -27,7 +30,8 @@ def run(args) -> int:
     from .. import jsonout
     from ..flows.inspection import inspect_model, summary_lines
 
-    report = inspect_model(args.model, board_id=args.board, tflm=args.tflm, arena=args.arena)
+    report = inspect_model(args.model, board_id=args.board, tflm=args.tflm, arena=args.arena,
+                           memory_plan=args.memory_plan)
     if args.json:
         jsonout.emit(report)
     else:

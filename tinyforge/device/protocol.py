@@ -83,6 +83,13 @@ class Boot:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def memory_plan(self) -> str | None:
+        """plan=, the arena plan TFLM runs: "offline" (the model's OfflineMemoryAllocation)
+        or "tflm-greedy"; None from firmware that predates the key (docs/protocol.md)."""
+        value = self.extra.get("plan")
+        return None if value is None else _unquote(value)
+
 
 @dataclass(slots=True)
 class OutputValues:

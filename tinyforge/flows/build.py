@@ -23,6 +23,7 @@ from ..errors import CalibrationError, InputError, ModelFileError
 from ..model import calibration, checks, compat, fit, host_runtime, reader
 from ..project import firmware, last_build, writer
 from ..toolchain import pio
+from . import memory_plan
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class BuildOptions:
     force: bool = False
     overwrite: bool = False
     arena: str = "auto"   # "auto", "host" or "device" (docs/arena.md)
+    memory_plan: str = "auto"  # "auto", "off" or "replace" (docs/memory.md)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class BuildResult:
     model: checks.PreparedModel
     plan: writer.RenderPlan
     labels: list[str]
+    memory_plan: memory_plan.MemoryPlanChoice
     build: pio.BuildReport | None = None
 
     def to_json(self) -> dict:
@@ -70,6 +73,7 @@ class BuildResult:
             "reference": model.reference.to_json() if model.reference else None,
             "fit": model.fit.to_json() if model.fit else None,
             "conversion": model.conversion,
+            "memory_plan": self.memory_plan.to_json(),
             "files": self.plan.actions,
             "build": self.build.to_json() if self.build else None,
         }
@@ -92,19 +96,28 @@ def build(options: BuildOptions) -> BuildResult:
     _check_labels(labels, labels_path, prepared.info)
     demo = _demo_input(options, prepared.info)
     project_dir = Path(options.project_dir or last_build.DEFAULT_ROOT / board.id)
+    planned, choice = memory_plan.plan_model(prepared, board, options.memory_plan,
+                                             quantize=options.quantize, tflm_root=tflm_root,
+                                             strict=True, force=options.force)
     inputs = firmware.FirmwareInputs(
-        board=board, model=data, info=prepared.info, ops=prepared.ops,
-        resolver=prepared.resolver, arena=prepared.arena, labels=labels, demo_input=demo,
-        tflm_source=tflm_root)
+        board=board, model=planned.data, info=planned.info, ops=planned.ops,
+        resolver=planned.resolver, arena=planned.arena, labels=labels, demo_input=demo,
+        tflm_source=tflm_root, memory_plan=choice.to_json(stable=True))
     # The project as it was, for the report: the arena measurement may write it first.
     before = writer.plan(project_dir, firmware.project_files(inputs), overwrite=options.overwrite)
-    _device_arena(prepared, board, tflm_root, options, project_dir, len(demo or b""))
-    inputs = dataclasses.replace(inputs, arena=prepared.arena)
+    chosen = memory_plan.settle(
+        choice, planned, prepared,
+        lambda model: _device_arena(model, board, tflm_root, options, project_dir,
+                                    len(demo or b"")))
+    if not options.force:
+        fit.check(chosen.fit, board, chosen.info.name)
+    inputs = dataclasses.replace(inputs, model=chosen.data, info=chosen.info,
+                                 arena=chosen.arena, memory_plan=choice.to_json(stable=True))
     files = firmware.project_files(inputs)
     plan = writer.write(project_dir, files, firmware.manifest(inputs), overwrite=options.overwrite)
     plan.actions = writer.actions_since(before, files, plan)
     last_build.record(project_dir)  # flash, monitor and validate use it without --project-dir
-    result = BuildResult(project_dir, board, prepared, plan, labels)
+    result = BuildResult(project_dir, board, chosen, plan, labels, choice)
     core_dir = pio.core_dir_for(board)
     pio.validate_project(project_dir, core_dir)
     if options.compile:
@@ -129,8 +142,6 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
     prepared.arena = plan
     prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
                                 arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes)
-    if not options.force:
-        fit.check(prepared.fit, board, prepared.info.name)
 
 
 def _tflite_bytes(source: Path, options: BuildOptions, board: profiles.Board,

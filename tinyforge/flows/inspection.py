@@ -11,14 +11,17 @@ from pathlib import Path
 from .. import units
 from ..board import profiles
 from ..board.tflm_source import resolve_tflm_source
-from ..errors import ModelFileError
-from ..model import checks, compat, fit, reader
+from ..errors import ModelFileError, TinyforgeError
+from ..model import checks, compat, fit, memory_report, reader
 from ..model.arena import summary_note
+from . import memory_plan as memory_plan_flow
 
 
 def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
-                  arena: str = "auto") -> dict:
-    """The inspection report of the model at `path` for `board_id` (see docs/cli.md)."""
+                  arena: str = "auto", memory_plan: str = memory_plan_flow.DEFAULT_MODE) -> dict:
+    """The inspection report of the model at `path` for `board_id` (see docs/cli.md).
+
+    The arena and the fit are those of the model `build --memory-plan MODE` would embed."""
     path = Path(path)
     if path.is_dir() or path.suffix.lower() in (".keras", ".h5", ".hdf5"):
         raise ModelFileError(f"{path} is a Keras/SavedModel model; inspect reads .tflite files",
@@ -28,14 +31,22 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
     data, _ = reader.read_model_file(path, flash_bytes=board.flash_bytes)
     tflm_root = resolve_tflm_source(tflm)
     prepared = checks.prepare(data, path.name, board, tflm_root=tflm_root, strict=False)
-    # The device measurement needs firmware that starts: not with ops it lacks, nor with a
-    # schema version its TFLM refuses at boot.
-    if (prepared.arena is not None and not prepared.unsupported_ops
-            and compat.schema_problem(prepared.info) is None):
-        from . import device_arena
-        prepared.arena = device_arena.choose(prepared, board, tflm_root, arena)
-        prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
-                                    arena_bytes=prepared.arena.arena_bytes)
+    shown, choice, memory_error = prepared, None, None
+    if prepared.arena is not None:
+        try:
+            planned, choice = memory_plan_flow.plan_model(prepared, board, memory_plan,
+                                                          tflm_root=tflm_root, strict=False)
+        except TinyforgeError as error:
+            planned, memory_error = prepared, error.message
+        shown = _measure(prepared, planned, choice, board, tflm_root, arena)
+    figures = None
+    if memory_error is None:
+        try:
+            figures = memory_report.memory_figures(
+                prepared.data, prepared.info.name,
+                result=choice.outcome.plan if choice is not None else None)
+        except TinyforgeError as error:
+            memory_error = error.message
     report = prepared.info.to_json()
     report.update({
         "board": board.id,
@@ -45,13 +56,39 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
         "unsupported_features": prepared.unsupported_features,
         "host_run": {"ok": prepared.host_error is None, "error": prepared.host_error,
                      "reference": prepared.reference.to_json() if prepared.reference else None},
-        "arena_bytes": prepared.arena.arena_bytes if prepared.arena else None,
-        "arena": prepared.arena.to_json() if prepared.arena else None,
-        "fit": prepared.fit.to_json() if prepared.fit else None,
-        "fits": bool(prepared.fit and prepared.fit.fits and not prepared.unsupported_ops
+        "arena_bytes": shown.arena.arena_bytes if shown.arena else None,
+        "arena": shown.arena.to_json() if shown.arena else None,
+        "fit": shown.fit.to_json() if shown.fit else None,
+        "fits": bool(shown.fit and shown.fit.fits and not prepared.unsupported_ops
                      and not prepared.unsupported_features),
+        "memory": figures,
+        "memory_plan": choice.to_json() if choice else None,
+        "memory_error": memory_error,
     })
     return report
+
+
+def _measure(prepared: checks.PreparedModel, planned: checks.PreparedModel,
+             choice: memory_plan_flow.MemoryPlanChoice | None, board: profiles.Board,
+             tflm_root: Path | None, arena: str) -> checks.PreparedModel:
+    """The arena (and fit) of the model build would embed, measured as build measures it."""
+    # The device measurement needs firmware that starts: not with ops it lacks, nor with a
+    # schema version its TFLM refuses at boot.
+    on_device = (not prepared.unsupported_ops
+                 and compat.schema_problem(prepared.info) is None)
+
+    def measure(model: checks.PreparedModel) -> None:
+        if not on_device:
+            return               # the host figure checks.prepare measured stays
+        from . import device_arena
+        model.arena = device_arena.choose(model, board, tflm_root, arena)
+        model.fit = fit.estimate(board, model.info, op_count=len(model.ops),
+                                 arena_bytes=model.arena.arena_bytes)
+
+    if choice is None:
+        measure(prepared)
+        return prepared
+    return memory_plan_flow.settle(choice, planned, prepared, measure)
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -85,6 +122,13 @@ def summary_lines(report: dict) -> list[str]:
         if report["host_run"].get("reference"):  # named on its own line above
             note = summary_note(note, (report["arena"]["host"] or {}).get("runtime"))
         lines.append(f"arena      {units.size(report['arena_bytes'])} ({note})")
+    if report.get("memory"):
+        lines.extend(f"{'memory' if n == 0 else '':<10} {line}"
+                     for n, line in enumerate(memory_report.human_lines(report["memory"])))
+    if report.get("memory_plan"):
+        lines.extend(f"{'':<10} {line}" for line in report["memory_plan"]["summary"])
+    if report.get("memory_error"):
+        lines.append(f"memory     not analysed: {report['memory_error']}")
     if report["fit"]:
         fit = report["fit"]
         lines.append(f"flash      ~{units.size(fit['flash_total'])} of "

@@ -16,9 +16,9 @@ from typing import Any
 
 from ..board import profiles
 from ..board.profiles import Board
-from ..errors import InputError, ProjectError, ToolMissingError
+from ..errors import InputError, ProjectError, TinyforgeError, ToolMissingError
 from ..project import cycle_ratios, last_build, writer
-from ..report.data import Lifetimes, ReportData
+from ..report.data import Lifetimes, ReportData, TensorLifetime
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,70 @@ def collect(build: last_build.LastBuild, *, decisions_per_s: float = DEFAULT_DEC
     data.validation, why = last_build.load_validation(build)
     if data.validation is None:
         data.missing["validation"] = why
-    data.lifetimes = lifetimes
-    if lifetimes is None:
-        data.missing["lifetimes"] = ("the graph's tensor lifetimes and lower bound are not "
-                                     "computed by this tinyforge yet (the memory planner)")
+    data.lifetimes = lifetimes if lifetimes is not None else _lifetimes(build, data)
     return data
+
+
+def _lifetimes(build: last_build.LastBuild, data: ReportData) -> Lifetimes | None:
+    """The arena tensors of the build's model as the board's TFLM lays them out (with the
+    model's offline plan when it carries one), the lower bound and the plan's figures."""
+    from ..model.reader import read_model_file
+
+    path = build.model_path
+    if path is None or not path.is_file():
+        data.missing["lifetimes"] = (f"the build's model file {path} is not there" if path else
+                                     "this firmware has no model (the self-test firmware)")
+        return None
+    model_bytes, _ = read_model_file(path)
+    try:
+        return lifetimes_of(model_bytes, path.name)
+    except TinyforgeError as exc:
+        data.missing["lifetimes"] = f"the model's graph could not be analysed: {exc.message}"
+        return None
+
+
+def lifetimes_of(model: bytes, name: str) -> Lifetimes:
+    """Lifetimes, occupancy and plan figures of a model for the board's kernels (CMSIS-NN)."""
+    from ..model import memory, memory_embed, memory_planner, memory_report
+
+    graph = memory.analyze(model, name, kernels=memory_report.BOARD_KERNELS)
+    existing = memory_embed.read_offline_plan(model, name)
+    offline = existing is not None and len(existing.offsets) == graph.tensor_count
+    buffers = (memory_planner.buffers_as_read(graph, existing.offsets, "board") if offline
+               else graph.buffers())
+    placement = memory.greedy_plan(buffers)
+    # The planner again on the same graph (an embedded plan does not change it): its figures
+    # and the time it takes, which the project's manifest does not record.
+    planned = memory_report.plan_model(model, name)
+    single = len(graph.subgraphs) == 1
+    names = {f"s{t.subgraph}t{t.index}": t.name for t in graph.planned_tensors}
+
+    def step(scope: int) -> int:
+        # Scope 0 holds the inputs before the first operator runs; scope k is operator k-1.
+        return max(scope - 1, 0) if single else max(scope, 0)
+
+    tensors = []
+    for buffer, offset in zip(buffers, placement.offsets):
+        if buffer.label.startswith("scratch"):
+            request = graph.scratch[int(buffer.label[len("scratch"):])]
+            label = f"scratch of {request.op} #{request.operator}"
+        else:
+            label = _short(names.get(buffer.label, buffer.label))
+        tensors.append(TensorLifetime(label, step(buffer.first), step(buffer.last),
+                                      buffer.size, offset))
+    return Lifetimes(
+        tensors, operator_count=len(graph.operators[0]) if single else graph.scopes,
+        lower_bound=graph.lower_bound(), planned_bytes=placement.size,
+        greedy_bytes=planned.greedy_bytes,
+        offline_bytes=planned.planned_bytes if planned.improves else None,
+        plan_seconds=planned.seconds, planner="offline" if offline else "tflm-greedy",
+        step_label="operator" if single else "allocation scope")
+
+
+def _short(name: str, limit: int = 32) -> str:
+    """A tensor's name for a plot: TensorFlow's fused names keep their last part."""
+    name = name.split(";")[-1] or name
+    return name if len(name) <= limit else "…" + name[-(limit - 1):]
 
 
 def _cost(build, data: ReportData, decisions_per_s: float,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .. import units
 from ..errors import UnsupportedFeatureError
 from . import memory, memory_embed, memory_planner
 from .memory_scratch import KERNELS
@@ -69,7 +70,7 @@ def apply_memory_plan(data: bytes, name: str, mode: str = "auto", *,
     if mode not in MODES:
         raise ValueError(f"unknown memory-plan mode {mode!r}")
     if mode == "off":
-        return PlanOutcome(data, "off", None, "--memory-plan off: the model as given")
+        return PlanOutcome(data, "off", None, "the model as given, not planned")
     existing = memory_embed.read_offline_plan(data, name)
     if existing is not None and mode == "auto":
         return PlanOutcome(data, "kept-own-plan", None,
@@ -87,8 +88,8 @@ def apply_memory_plan(data: bytes, name: str, mode: str = "auto", *,
         # auto never fails a build over an optimisation: say why and keep the model.
         return PlanOutcome(data, "unchanged", result, error.message)
     return PlanOutcome(model, "embedded", result,
-                       f"planned head {result.planned_bytes} B instead of TFLM's "
-                       f"{result.greedy_bytes} B")
+                       f"planned head {units.size(result.planned_bytes)} instead of TFLM's "
+                       f"{units.size(result.greedy_bytes)}")
 
 
 def plan_in_model(data: bytes, name: str = "model") -> dict:
@@ -110,10 +111,15 @@ def _head_with(graph: memory.GraphMemory, offsets: list[int]) -> int | None:
 
 
 def memory_figures(data: bytes, name: str, *, time_limit_s: float =
-                   memory_planner.DEFAULT_TIME_LIMIT_S) -> dict:
-    """For `inspect --json`: per kernel set, TFLM's greedy head, the plan's, the lower bound."""
+                   memory_planner.DEFAULT_TIME_LIMIT_S,
+                   result: memory_planner.MemoryPlan | None = None) -> dict:
+    """For `inspect --json`: per kernel set, TFLM's greedy head, the plan's, the lower bound.
+
+    `result` is a plan already made for this model by `plan_model` (build's), so it is not
+    searched for twice."""
     board, host = analyze_pair(data, name)
-    result = memory_planner.plan(board, secondary=host, time_limit_s=time_limit_s)
+    if result is None:
+        result = memory_planner.plan(board, secondary=host, time_limit_s=time_limit_s)
     return {
         "kernels": {BOARD_KERNELS: KERNELS[BOARD_KERNELS], HOST_KERNELS: KERNELS[HOST_KERNELS]},
         "board": {"greedy_bytes": result.greedy_bytes, "planned_bytes": result.planned_bytes,
@@ -134,19 +140,27 @@ def human_lines(figures: dict) -> list[str]:
     """A few lines for `inspect`'s text output."""
     plan = figures["plan"]
     board, host = figures["board"], figures["host"]
-    lines = [(f"arena head (board kernels): TFLM greedy {board['greedy_bytes']} B, "
-              f"lower bound {board['lower_bound_bytes']} B "
-              f"(greedy efficiency {plan['efficiency_greedy']:.0%})")]
+    size = units.size
+    lines = [(f"arena head (board kernels): TFLM greedy {size(board['greedy_bytes'])}, "
+              f"lower bound {size(board['lower_bound_bytes'])} "
+              f"(greedy efficiency "
+              f"{units.percent(board['lower_bound_bytes'], board['greedy_bytes'])})")]
     if plan["improves"]:
-        lines.append(f"offline plan: {plan['planned_bytes']} B, saves {plan['saved_bytes']} B"
-                     f"{' (optimal)' if plan['optimal'] else ''}, planned in "
-                     f"{plan['seconds']:.2f} s ({plan['method']})")
+        lines.append(f"offline plan: {size(plan['planned_bytes'])}, saves "
+                     f"{size(plan['saved_bytes'])}{' (optimal)' if plan['optimal'] else ''}, "
+                     f"planned in {planning_time(plan['seconds'])} ({plan['method']})")
     else:
-        lines.append(f"offline plan: none ({plan['notes'][-1]})")
+        lines.append(f"offline plan: none ({plan['notes'][-1]}; "
+                     f"searched in {planning_time(plan['seconds'])})")
     if host:
-        lines.append(f"host runtime head: greedy {host['greedy_bytes']} B, with the plan "
-                     f"{host['planned_bytes']} B")
+        lines.append(f"host runtime head: greedy {size(host['greedy_bytes'])}, with the plan "
+                     f"{size(host['planned_bytes'])}")
     return lines
+
+
+def planning_time(seconds: float) -> str:
+    """The planner's time: milliseconds for most models, seconds for the slow ones."""
+    return units.seconds(seconds) if seconds >= 1 else units.millis(1000 * seconds)
 
 
 def host_head_bytes(data: bytes, arena_size: int | None = None) -> int | None:

@@ -35,6 +35,9 @@ class FirmwareInputs:
     labels: list[str]
     demo_input: bytes | None     # raw bytes of all input tensors, or None
     tflm_source: Path | None     # a local TFLM library tree instead of the pinned dependency
+    # What --memory-plan did (flows.memory_plan.MemoryPlanChoice.to_json(stable=True)); None
+    # for firmware no plan was considered for (the arena measurement's).
+    memory_plan: dict | None = None
 
 
 def project_files(inputs: FirmwareInputs) -> dict[str, bytes]:
@@ -60,6 +63,7 @@ def manifest(inputs: FirmwareInputs) -> dict:
                  "dependency": tflm_dependency(inputs.board, inputs.tflm_source)},
         "labels": inputs.labels,
         "demo_input": inputs.demo_input is not None,
+        "memory_plan": inputs.memory_plan,
     }
 
 

@@ -27,6 +27,12 @@ class Lifetimes:
     operator_count: int
     lower_bound: int            # the largest sum of sizes of tensors alive at the same time
     planned_bytes: int | None = None  # the planner's arena (head) size, if known
+    # The memory plan (docs/memory.md), when the lifetimes come from a build's model:
+    greedy_bytes: int | None = None   # TFLM's greedy head without an offline plan
+    offline_bytes: int | None = None  # tinyforge's offline plan's head (None: none beats greedy)
+    plan_seconds: float | None = None  # time to plan
+    planner: str | None = None        # what the firmware runs: "offline" or "tflm-greedy"
+    step_label: str = "operator"      # what the x axis counts ("allocation scope" for control flow)
 
     def occupancy(self) -> list[int]:
         """Bytes of tensors alive at each operator."""

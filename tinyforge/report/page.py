@@ -151,14 +151,35 @@ def _lifetimes(data: ReportData):
     lifetimes = data.lifetimes
     if lifetimes is None:
         return None, None
-    png = plots.lifetimes_png(lifetimes, _op_names(data))
+    by_operator = lifetimes.step_label == "operator"
+    png = plots.lifetimes_png(lifetimes, _op_names(data) if by_operator else None)
     efficiency = (f"; the plan uses {lifetimes.planned_bytes:,} B, "
                   f"{100 * lifetimes.lower_bound / lifetimes.planned_bytes:.1f}% efficient"
                   if lifetimes.planned_bytes else "")
-    text = (f"<p>{len(lifetimes.tensors)} arena tensors over {lifetimes.operator_count} "
-            f"operators. Lower bound (the most bytes alive at once): "
+    text = (f"<p>{len(lifetimes.tensors)} arena buffers over {lifetimes.operator_count} "
+            f"{escape(lifetimes.step_label)}s. Lower bound (the most bytes alive at once): "
             f"<b>{lifetimes.lower_bound:,} B</b>{escape(efficiency)}.</p>")
-    return _section("lifetimes", text + _image(png, "tensor lifetimes")), png
+    return _section("lifetimes", text + _plan_table(lifetimes)
+                    + _image(png, "tensor lifetimes")), png
+
+
+def _plan_table(lifetimes) -> str:
+    """TFLM's greedy head, tinyforge's offline plan, the lower bound, the time to plan."""
+    if lifetimes.greedy_bytes is None:
+        return ""
+    runs = {"offline": "an offline plan (OfflineMemoryAllocation in the model)",
+            "tflm-greedy": "TFLM's greedy plan"}.get(lifetimes.planner or "", lifetimes.planner)
+    rows = [["TFLM's greedy plan", f"{lifetimes.greedy_bytes:,} B"],
+            ["tinyforge's offline plan", f"{lifetimes.offline_bytes:,} B"
+             if lifetimes.offline_bytes is not None else "none smaller than greedy"],
+            ["lower bound", f"{lifetimes.lower_bound:,} B"],
+            ["time to plan", None if lifetimes.plan_seconds is None
+             else f"{1000 * lifetimes.plan_seconds:.1f} ms"],
+            ["the firmware runs", runs]]
+    return ("<h3>Arena head (board kernels, CMSIS-NN)</h3>" + _table(["", ""], rows)
+            + '<p class="source">The plot shows where the board\'s TFLM puts each buffer: '
+            "the head holds tensors and scratch buffers, not TFLM's own structures "
+            "(docs/memory.md).</p>")
 
 
 def _layers(data: ReportData):
@@ -257,12 +278,26 @@ def _memory(data: ReportData):
         parts.append("<p>Also reserved in RAM, not in PlatformIO's RAM figure: "
                      + ", ".join(f"<code>{escape(n)}</code> {s:,} B"
                                  for n, s in not_counted.items()) + ".</p>")
+    parts.append(_arena_head_note(data.lifetimes))
     if data.breakdown_check is not None:
         parts.append('<p class="ok">The categories add up to the ELF\'s section sizes.</p>'
                      if not data.breakdown_check else
                      '<p class="missing">The map and the ELF disagree: '
                      + escape("; ".join(data.breakdown_check)) + "</p>")
     return _section("memory", "\n".join(parts)), png
+
+
+def _arena_head_note(lifetimes) -> str:
+    """The arena's planned part, beside the RAM it is counted in (details: the lifetimes)."""
+    if lifetimes is None or lifetimes.greedy_bytes is None:
+        return ""
+    plan = (f"tinyforge's offline plan {lifetimes.offline_bytes:,} B"
+            if lifetimes.offline_bytes is not None else "no offline plan smaller")
+    runs = "the offline plan" if lifetimes.planner == "offline" else "TFLM's greedy plan"
+    return (f"<p>Of the arena, the head (tensors and scratch buffers) takes "
+            f"{lifetimes.planned_bytes:,} B with {escape(runs)}, which the firmware runs: TFLM's "
+            f"greedy plan {lifetimes.greedy_bytes:,} B, {escape(plan)}, lower bound "
+            f"{lifetimes.lower_bound:,} B (see the tensor lifetimes).</p>")
 
 
 def _validation(data: ReportData):

@@ -110,7 +110,7 @@ def lifetimes_png(lifetimes: Lifetimes, op_names: list[str] | None = None) -> by
                        label=f"planned arena {lifetimes.planned_bytes:,} B")
     bottom.yaxis.set_major_formatter(FuncFormatter(kib))
     bottom.set_ylabel("bytes alive", fontsize=9, color=_INK)
-    bottom.set_xlabel("operator", fontsize=9, color=_INK)
+    bottom.set_xlabel(lifetimes.step_label, fontsize=9, color=_INK)
     labels = [f"{i} {op_names[i]}" if op_names and i < len(op_names) else str(i)
               for i in range(count)]
     bottom.set_xticks(range(count), labels, fontsize=7, rotation=35 if count > 6 else 0,

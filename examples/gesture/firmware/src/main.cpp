@@ -85,6 +85,24 @@ bool DescribeTensor(TfLiteTensor* tensor, const TensorSettings& expected,
          tensor->bytes == expected.bytes;
 }
 
+// Which arena plan TFLM runs, read the way TFLM reads it (GetOfflinePlannedOffsets):
+// an offline plan when the model carries OfflineMemoryAllocation metadata.
+const char* MemoryPlanName(const tflite::Model* flatbuffer) {
+  static const char kOfflinePlanName[] = "OfflineMemoryAllocation";
+  const size_t name_length = sizeof(kOfflinePlanName) - 1;
+  const auto* metadata = flatbuffer->metadata();
+  if (metadata != nullptr) {
+    for (flatbuffers::uoffset_t i = 0; i < metadata->size(); ++i) {
+      const auto* name = metadata->Get(i)->name();
+      if (name != nullptr && name->size() == name_length &&
+          strncmp(name->c_str(), kOfflinePlanName, name_length) == 0) {
+        return "offline";
+      }
+    }
+  }
+  return "tflm-greedy";
+}
+
 void SendBoot() {
   tfproto::BootInfo info;
   info.firmware = kFirmwareVersion;
@@ -99,6 +117,7 @@ void SendBoot() {
   info.num_outputs = ready ? kOutputCount : 0;
   info.ok = ready;
   info.max_line = static_cast<uint32_t>(parser.max_message());
+  info.memory_plan = MemoryPlanName(tflite::GetModel(g_model));
   tfproto::WriteBoot(Write, info);
 }
 

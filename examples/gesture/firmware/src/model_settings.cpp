@@ -16,7 +16,7 @@ const char* const kLabels[kLabelCount] = {
     "circle",
 };
 
-const char kModelSha256[] = "a1b25770c4c8551f267d6bdc4d14d2117729f0b90667b99328a649e763655910";
+const char kModelSha256[] = "89b618fe9440b3d3bc8eef6bbe17b7ba28ad7f0a1cbb914f78a8c5c892e19af3";
 const char kBoardId[] = "nano33ble";
 const char kFirmwareVersion[] = "0.1.0";
 

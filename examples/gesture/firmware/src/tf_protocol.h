@@ -182,6 +182,7 @@ struct BootInfo {
   size_t num_outputs;
   bool ok;
   uint32_t max_line;           // LineParser::max_message(); 0 leaves max_line out
+  const char* memory_plan;     // the arena plan TFLM runs; nullptr leaves plan out
 };
 
 void WriteBoot(WriteFn write, const BootInfo& info);
