@@ -60,6 +60,9 @@ def write_project(project: Path, sketch: str, *, extra_ini: str = "") -> None:
     src.mkdir(parents=True, exist_ok=True)
     for folder in (RUNTIME_DIR, COMMON_DIR):
         for path in folder.iterdir():
+            # The sensor sources belong to firmware with a pipeline (project/templates.py).
+            if "sensors" in path.name or path.name == "board_replay.h":
+                continue
             shutil.copyfile(path, src / path.name)
     (src / "sketch.cpp").write_text(sketch, encoding="utf-8")
     board = profiles.load_board("qemu-m4")
