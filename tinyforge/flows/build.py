@@ -48,6 +48,7 @@ class BuildOptions:
     force: bool = False
     overwrite: bool = False
     arena: str = "auto"   # "auto", "host" or "device" (docs/arena.md)
+    profile: bool = False  # compile in the per-op profiler (PROF messages, docs/cost.md)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def build(options: BuildOptions) -> BuildResult:
     inputs = firmware.FirmwareInputs(
         board=board, model=data, info=prepared.info, ops=prepared.ops,
         resolver=prepared.resolver, arena=prepared.arena, labels=labels, demo_input=demo,
-        tflm_source=tflm_root)
+        tflm_source=tflm_root, profile=options.profile)
     # The project as it was, for the report: the arena measurement may write it first.
     before = writer.plan(project_dir, firmware.project_files(inputs), overwrite=options.overwrite)
     _device_arena(prepared, board, tflm_root, options, project_dir, len(demo or b""))

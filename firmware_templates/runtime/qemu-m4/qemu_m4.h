@@ -35,6 +35,9 @@ constexpr int kExitAbort = 5;
 // Starts the timer BoardMicros() counts from; called before main().
 void StartTimer();
 
+// Ticks of timer 0 since StartTimer() (kCpuHz per second of QEMU's virtual clock).
+uint64_t TimerTicks();
+
 // Sleeps (WFI) until a byte arrives or the next 1 ms tick, between two loop() calls.
 // QEMU runs with -icount shift=0: its virtual clock counts executed instructions (1 ns
 // each), so a firmware that polled the UART would make its clock run as fast as QEMU

@@ -106,6 +106,15 @@ void StartTimer() {
   *kNvicIser0 = 1u << kTimer1Irq;
 }
 
+uint64_t TimerTicks() {
+  // The wrap interrupt changes g_wraps: keep it out while both halves are read.
+  uint32_t primask;
+  __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
+  const uint64_t ticks = Ticks();
+  __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
+  return ticks;
+}
+
 void WaitForWork() {
   // With interrupts masked, a byte that arrives after the check still ends the WFI (a
   // pending interrupt wakes the core even while PRIMASK masks it), so none waits a tick.
@@ -150,11 +159,4 @@ int BoardSerialRead() {
   return static_cast<int>(kUart0->data & 0xFF);
 }
 
-uint32_t BoardMicros() {
-  // The wrap interrupt changes g_wraps: keep it out while both halves are read.
-  uint32_t primask;
-  __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
-  const uint64_t ticks = Ticks();
-  __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
-  return static_cast<uint32_t>(ticks / kTicksPerUs);
-}
+uint32_t BoardMicros() { return static_cast<uint32_t>(qemu_m4::TimerTicks() / kTicksPerUs); }
