@@ -23,6 +23,7 @@ from ..errors import CalibrationError, InputError, ModelFileError
 from ..model import calibration, checks, compat, fit, host_runtime, reader
 from ..project import firmware, last_build, writer
 from ..toolchain import pio
+from . import fit_learning
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,9 @@ def build(options: BuildOptions) -> BuildResult:
         log.info("building with PlatformIO...")
         result.build = pio.build(project_dir, board, core_dir,
                                  on_line=pio.progress_logger("build"))
+        if result.build.firmware:
+            # Later estimates for this board use the framework's figures from this map.
+            fit_learning.record(board, Path(result.build.firmware))
     return result
 
 
@@ -129,7 +133,8 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
                                overwrite=options.overwrite, downloads_in=project_dir)
     prepared.arena = plan
     prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
-                                arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes)
+                                arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes,
+                                measured=fit_learning.lookup(board))
     if not options.force:
         fit.check(prepared.fit, board, prepared.info.name)
 

@@ -33,8 +33,10 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
             and compat.schema_problem(prepared.info) is None):
         from . import device_arena
         prepared.arena = device_arena.choose(prepared, board, tflm_root, arena)
+        from .fit_learning import lookup
         prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
-                                    arena_bytes=prepared.arena.arena_bytes)
+                                    arena_bytes=prepared.arena.arena_bytes,
+                                    measured=lookup(board))
     report = prepared.info.to_json()
     report.update({
         "board": board.id,
@@ -90,5 +92,9 @@ def summary_lines(report: dict) -> list[str]:
                      f" (arena {units.size(fit['ram_arena'])}, sketch "
                      f"{units.size(fit['ram_sketch'])})"
                      f"{'' if fit['fits_ram'] else '  DOES NOT FIT'}")
+        if fit.get("framework_measured"):
+            lines.append(f"framework  {units.size(fit['flash_framework'])} flash, "
+                         f"{units.size(fit['ram_framework'])} RAM, measured from "
+                         f"{fit['framework_measured']['source']}")
     lines.append(f"verdict    {'fits and runs' if report['fits'] else 'NOT buildable as is'}")
     return lines
