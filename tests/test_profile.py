@@ -185,3 +185,62 @@ def test_cli_limit_exit_code_with_json(tmp_path, in_process, capsys, monkeypatch
     out = json.loads(capsys.readouterr().out)
     assert code == 4
     assert out["limits"][0]["exceeded"] and out["error"]["type"] == "ProfileLimitExceeded"
+
+
+# --- the firmware's profiler, compiled for the host (needs TFLM's interface header) ---------
+
+PROFILE_SRC = REPO / "firmware_templates" / "profile" / "src"
+COMMON_SRC = REPO / "firmware_templates" / "common"
+HARNESS_CPP = Path(__file__).resolve().parent / "cpp" / "profiler_harness.cpp"
+PROTOCOL_DOC = REPO / "docs" / "protocol.md"
+
+
+@pytest.fixture(scope="module")
+def profiler_harness(tflm_tree, gxx, tmp_path_factory) -> Path:
+    from tinyforge import proc
+
+    executable = tmp_path_factory.mktemp("profiler") / "profiler_harness"
+    proc.run([gxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-O1",
+              "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+              f"-I{PROFILE_SRC}", f"-I{COMMON_SRC}", f"-I{tflm_tree / 'src'}", str(HARNESS_CPP),
+              str(PROFILE_SRC / "tf_profiler.cpp"), str(COMMON_SRC / "tf_protocol.cpp"),
+              "-o", str(executable)], timeout=300, what="g++ build of the profiler harness")
+    return executable
+
+
+def _run_harness(executable: Path, *args: str) -> tuple[protocol.Profile, str]:
+    import subprocess
+
+    out = subprocess.run([str(executable), *args], capture_output=True, timeout=60, check=True)
+    assert out.stdout.endswith(b"\r\n") and out.stdout.count(b"\n") == 1
+    return protocol.parse_profile(decode(out.stdout)), out.stdout[:-2].decode()
+
+
+def test_firmware_profiler_counts_each_op_between_its_reads(profiler_harness):
+    prof, _ = _run_harness(profiler_harness, "1000", "0", "40000")
+    # Each interval holds its op's work plus one read of the counter (BeginEvent's).
+    assert prof.costs == [1040, 40, 40040]
+    # Calibration: 64 pairs of 2 reads, plus the read that ends it: ceil(129 * 40 / 64).
+    assert prof.overhead == 81
+    # Invoke: its first read, the ops' work and their 2 reads each.
+    assert prof.total == 40 + 41_000 + 3 * 2 * 40
+    unaccounted = prof.total - sum(prof.costs)
+    assert 0 <= unaccounted <= prof.overhead * len(prof.costs)
+
+
+def test_nested_events_count_towards_their_subgraph_0_op(profiler_harness):
+    prof, _ = _run_harness(profiler_harness, "-nested")
+    assert len(prof.costs) == 2 and prof.dropped == 0
+    # The WHILE holds the nested MUL: its work and the read of its EndEvent.
+    assert prof.costs[1] == 40 + 100 + 40
+
+
+def test_more_ops_than_the_table_are_dropped_not_overrun(profiler_harness):
+    prof, _ = _run_harness(profiler_harness, *["10"] * 10)
+    assert len(prof.costs) == 8 and prof.dropped == 2
+
+
+def test_doc_prof_example_is_what_the_profiler_writes(profiler_harness):
+    _, line = _run_harness(profiler_harness, "1160", "40480", "840")
+    doc = PROTOCOL_DOC.read_text(encoding="utf-8")
+    assert line in doc.splitlines(), line
