@@ -216,14 +216,15 @@ def _run_harness(executable: Path, *args: str) -> tuple[protocol.Profile, str]:
     return protocol.parse_profile(decode(out.stdout)), out.stdout[:-2].decode()
 
 
-def test_firmware_profiler_counts_each_op_between_its_reads(profiler_harness):
+def test_firmware_profiler_counts_each_op_from_the_end_of_the_last(profiler_harness):
     prof, _ = _run_harness(profiler_harness, "1000", "0", "40000")
-    # Each interval holds its op's work plus one read of the counter (BeginEvent's).
+    # Each op: from the previous op's end (the first: from StartInvoke's read) to its own
+    # EndEvent's read, so its work plus the one read before it.
     assert prof.costs == [1040, 40, 40040]
-    # Calibration: 64 pairs of 2 reads, plus the read that ends it: ceil(129 * 40 / 64).
-    assert prof.overhead == 81
-    # Invoke: its first read, the ops' work and their 2 reads each.
-    assert prof.total == 40 + 41_000 + 3 * 2 * 40
+    # Calibration: 64 pairs of one read each, plus the read that ends it: ceil(65 * 40 / 64).
+    assert prof.overhead == 41
+    # Invoke: every op, and the read of the last EndEvent before EndInvoke's read.
+    assert prof.total == sum(prof.costs) + 40
     unaccounted = prof.total - sum(prof.costs)
     assert 0 <= unaccounted <= prof.overhead * len(prof.costs)
 
@@ -231,8 +232,8 @@ def test_firmware_profiler_counts_each_op_between_its_reads(profiler_harness):
 def test_nested_events_count_towards_their_subgraph_0_op(profiler_harness):
     prof, _ = _run_harness(profiler_harness, "-nested")
     assert len(prof.costs) == 2 and prof.dropped == 0
-    # The WHILE holds the nested MUL: its work and the read of its EndEvent.
-    assert prof.costs[1] == 40 + 100 + 40
+    # The WHILE holds the nested MUL's work, and the read that ended the ADD.
+    assert prof.costs == [40, 140]
 
 
 def test_more_ops_than_the_table_are_dropped_not_overrun(profiler_harness):

@@ -28,6 +28,8 @@ uint32_t BoardProfileCount() {
   return value;
 }
 
+uint32_t BoardProfileUnits(uint32_t count_difference) { return count_difference; }
+
 const char* BoardProfileUnit() { return "instructions"; }
 
 int main(int argc, char** argv) {

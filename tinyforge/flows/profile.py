@@ -280,8 +280,7 @@ def _overhead(prof: protocol.Profile) -> dict[str, Any]:
     return {"unit": prof.unit, "invoke_total": prof.total, "ops_sum": ops_sum,
             "unaccounted": unaccounted, "overhead_per_op": prof.overhead,
             "overhead_total": overhead,
-            "within_overhead": 0 <= unaccounted <= overhead,
-            "resolution": 40 if prof.unit == "instructions" else 1}
+            "within_overhead": 0 <= unaccounted <= overhead}
 
 
 def _limits(report: ProfileReport, options: ProfileOptions) -> list[dict[str, Any]]:

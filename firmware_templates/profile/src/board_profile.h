@@ -9,8 +9,11 @@
 // Starts the count (a real board's cycle counter is off after reset).
 void BoardProfileStart();
 
-// The count now; differences are taken modulo 2^32.
+// The count now, in the board's raw steps; differences are taken modulo 2^32.
 uint32_t BoardProfileCount();
+
+// A difference of two counts in BoardProfileUnit()s.
+uint32_t BoardProfileUnits(uint32_t count_difference);
 
 // What the count counts, as the PROF message names it: "instructions" under QEMU
 // (-icount shift=0), "cycles" on a real Cortex-M4 (DWT->CYCCNT).

@@ -23,7 +23,7 @@ OpProfiler::OpProfiler(int32_t* costs, size_t capacity)
       recorded_(0),
       dropped_(0),
       depth_(0),
-      open_start_(0),
+      last_end_(0),
       invoke_start_(0),
       invoke_total_(0),
       pair_cost_(0) {}
@@ -35,18 +35,17 @@ uint32_t OpProfiler::BeginEvent(const char* tag) {
     ++dropped_;
     return kNestedEvent;
   }
-  const uint32_t handle = static_cast<uint32_t>(recorded_++);
-  // Read last, so the profiler's own work before it is not counted in the op.
-  open_start_ = BoardProfileCount();
-  return handle;
+  // No read here: an op's interval starts where the previous one ended (or at
+  // StartInvoke), so every instruction of Invoke() but its tail is in one op.
+  return static_cast<uint32_t>(recorded_++);
 }
 
 void OpProfiler::EndEvent(uint32_t event_handle) {
-  // Read first, for the same reason.
-  const uint32_t now = BoardProfileCount();
   if (depth_ > 0) --depth_;
   if (event_handle == kNestedEvent || event_handle >= capacity_) return;
-  costs_[event_handle] = Clamp(now - open_start_);
+  const uint32_t now = BoardProfileCount();
+  costs_[event_handle] = Clamp(BoardProfileUnits(now - last_end_));
+  last_end_ = now;
 }
 
 void OpProfiler::Calibrate() {
@@ -59,7 +58,7 @@ void OpProfiler::Calibrate() {
     recorded_ = 0;
     self->EndEvent(self->BeginEvent("calibration"));
   }
-  const uint32_t elapsed = BoardProfileCount() - start;
+  const uint32_t elapsed = BoardProfileUnits(BoardProfileCount() - start);
   pair_cost_ = (elapsed + kCalibrationPairs - 1) / kCalibrationPairs;
   StartInvoke();
 }
@@ -70,9 +69,12 @@ void OpProfiler::StartInvoke() {
   depth_ = 0;
   invoke_total_ = 0;
   invoke_start_ = BoardProfileCount();
+  last_end_ = invoke_start_;
 }
 
-void OpProfiler::EndInvoke() { invoke_total_ = BoardProfileCount() - invoke_start_; }
+void OpProfiler::EndInvoke() {
+  invoke_total_ = BoardProfileUnits(BoardProfileCount() - invoke_start_);
+}
 
 void OpProfiler::Write(tfproto::WriteFn write, uint32_t seq, const char* source) const {
   tfproto::MessageWriter writer(write);

@@ -4,7 +4,10 @@
 // that one holds 1,024 events (20 KB of RAM) and its Log() prints "lu" instead of
 // numbers on arm-none-eabi (MicroPrintf has no `l` modifier). This one keeps one
 // count per operator of subgraph 0, in the unit of BoardProfileCount(): instructions
-// under QEMU, cycles on a real board. Ops of other subgraphs (IF, WHILE bodies) run
+// under QEMU, cycles on a real board. An op's count runs from the end of the op
+// before it (the first op's from the start of Invoke()) to its own end, so it holds
+// the interpreter's work between ops and one EndEvent of the profiler, and the counts
+// add up to Invoke() but for its tail. Ops of other subgraphs (IF, WHILE bodies) run
 // inside an op of subgraph 0 and count towards it.
 #ifndef TINYFORGE_TF_PROFILER_H_
 #define TINYFORGE_TF_PROFILER_H_
@@ -44,7 +47,7 @@ class OpProfiler : public tflite::MicroProfilerInterface {
   size_t recorded_;   // events of subgraph 0 begun since StartInvoke()
   uint32_t dropped_;  // events of subgraph 0 beyond capacity_
   uint32_t depth_;    // events open now (nested: another subgraph's ops)
-  uint32_t open_start_;
+  uint32_t last_end_;  // the count when the last op of subgraph 0 ended
   uint32_t invoke_start_;
   uint32_t invoke_total_;
   uint32_t pair_cost_;  // per Begin/End pair, rounded up (Calibrate)

@@ -6,9 +6,9 @@
 // - UART0, an Arm CMSDK APB UART at 0x40004000, which QEMU connects to `-serial`;
 // - CMSDK APB timer 0 at 0x40000000 (IRQ 8) for BoardMicros(): QEMU clocks it from
 //   mps2-an386's 25 MHz system clock (kCpuHz) and derives its count from QEMU's virtual
-//   clock. tinyforge starts QEMU with -icount shift=0: while the CPU runs, the virtual
-//   clock advances 1 ns per instruction (one tick = 40 instructions, which is how the
-//   profiler counts instructions); while it sleeps in WaitForWork(), in real time.
+//   clock. tinyforge starts QEMU with -icount shift=7: while the CPU runs, the virtual
+//   clock advances 128 ns per instruction (3.2 ticks, from which the profiler recovers
+//   exact instruction counts); while it sleeps in WaitForWork(), in real time.
 //   `tinyforge selftest` checks the rate against the host's clock (TIME messages).
 // - CMSDK APB timer 1 at 0x40001000 (IRQ 9) and UART0's RX interrupt (IRQ 0) wake the
 //   idle wait.
@@ -39,7 +39,7 @@ void StartTimer();
 uint64_t TimerTicks();
 
 // Sleeps (WFI) until a byte arrives or the next 1 ms tick, between two loop() calls.
-// QEMU runs with -icount shift=0: its virtual clock counts executed instructions (1 ns
+// QEMU runs with -icount shift=7: its virtual clock counts executed instructions (128 ns
 // each), so a firmware that polled the UART would make its clock run as fast as QEMU
 // executes the polling loop, not with the host's. While the CPU sleeps, QEMU advances the
 // virtual clock in real time, so BoardMicros() still follows the host when the firmware

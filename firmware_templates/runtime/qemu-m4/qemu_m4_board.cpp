@@ -35,8 +35,8 @@ struct CmsdkTimer {
   volatile uint32_t intstatus;  // bit 0: wrapped; write 1 to clear
 };
 CmsdkTimer* const kTimer0 = reinterpret_cast<CmsdkTimer*>(0x40000000);
-// Timer 1 only wakes the idle wait every millisecond, so loop()'s timed work (the demo
-// input) runs on time while the CPU sleeps.
+// Timer 1 only wakes the idle wait after a millisecond, so loop()'s timed work (the demo
+// input) runs on time while the CPU sleeps; it is stopped while the CPU runs.
 CmsdkTimer* const kTimer1 = reinterpret_cast<CmsdkTimer*>(0x40001000);
 constexpr uint32_t kTimer1Irq = 9;
 constexpr uint32_t kWakeTicks = qemu_m4::kCpuHz / 1000;
@@ -100,9 +100,7 @@ void StartTimer() {
   *kNvicIser0 = 1u << kTimer0Irq;
   kTimer1->ctrl = 0;
   kTimer1->reload = kWakeTicks;
-  kTimer1->value = kWakeTicks;
   kTimer1->intstatus = kTimerWrapped;
-  kTimer1->ctrl = kTimerEnable | kTimerInterruptEnable;
   *kNvicIser0 = 1u << kTimer1Irq;
 }
 
@@ -120,7 +118,15 @@ void WaitForWork() {
   // pending interrupt wakes the core even while PRIMASK masks it), so none waits a tick.
   uint32_t primask;
   __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
-  if (!g_uart_started || !(kUart0->state & kStateRxFull)) __asm volatile("wfi" ::: "memory");
+  if (!g_uart_started || !(kUart0->state & kStateRxFull)) {
+    // The tick runs only while the CPU sleeps: an interrupt in the middle of an inference
+    // would add its handler's instructions to an op's count at a moment that depends on the
+    // host, and the counts must be the same in every run.
+    kTimer1->value = kWakeTicks;
+    kTimer1->ctrl = kTimerEnable | kTimerInterruptEnable;
+    __asm volatile("wfi" ::: "memory");
+    kTimer1->ctrl = 0;
+  }
   __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
 }
 

@@ -22,4 +22,6 @@ void BoardProfileStart() {
 
 uint32_t BoardProfileCount() { return *kDwtCyccnt; }
 
+uint32_t BoardProfileUnits(uint32_t count_difference) { return count_difference; }
+
 const char* BoardProfileUnit() { return "cycles"; }
