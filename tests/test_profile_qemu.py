@@ -1,5 +1,5 @@
 """`tinyforge profile` on qemu-m4 with the board's TFLM library: the firmware's profiler, the
-PROF message and the instruction counts of `-icount shift=0`.
+PROF message and the exact instruction counts of `-icount shift=7`.
 
 Needs a TFLM library tree ($TINYFORGE_TFLM) and the arm-none-eabi toolchain with QEMU; the
 first build compiles the library (minutes; its objects are shared through the build cache).
@@ -43,8 +43,8 @@ def test_two_runs_give_identical_per_op_instructions(tinyforge, tflm_tree, profi
     assert counts == [row["instructions"] for row in two["layers"]]
     assert one["profiler"] == two["profiler"]
     assert one["unit"] == "instructions" and len(counts) == 9 and all(c > 0 for c in counts)
-    # The timer counts in steps of 40 instructions (25 MHz ticks of a 1 GHz virtual clock).
-    assert all(c % 40 == 0 for c in counts)
+    # Exact counts, not multiples of the 40 instructions one timer tick is at -icount shift=0.
+    assert any(c % 40 for c in counts)
     assert [row["op"] for row in one["layers"]][1] == "CONV_2D"
 
 

@@ -73,7 +73,7 @@ def record(board: Board, firmware: Path, *, path: Path | None = None) -> Measure
     order = max((e.get("order", 0) for e in entries.values()), default=0) + 1
     entries[key] = {"board": board.id, "platform": board.platformio["platform"],
                     "framework": board.platformio.get("framework", ""), "toolchain": toolchain,
-                    "flash_bytes": flash, "ram_bytes": ram, "firmware": str(firmware),
+                    "flash_bytes": flash, "ram_bytes": ram, "firmware": str(Path(firmware).resolve()),
                     "order": order}
     try:
         writer.atomic_write_text(path, json.dumps(

@@ -2,7 +2,7 @@
 
 A firmware built with `tinyforge build --profile` sends, after each RES, a PROF message with
 one count per operator (docs/protocol.md, "PROF"): instructions under QEMU (`-icount
-shift=0`: exact and the same in every run), cycles on a real board (DWT->CYCCNT). This flow
+shift=7`: exact and the same in every run), cycles on a real board (DWT->CYCCNT). This flow
 runs one input through such a firmware (the last build, or a qemu-m4 profiling build of
 `--model`), joins the counts with the host's MACs and shapes per operator, and estimates the
 latency band, the energy per inference and the average power on the nRF52840

@@ -16,7 +16,7 @@ uint32_t BoardProfileCount();
 uint32_t BoardProfileUnits(uint32_t count_difference);
 
 // What the count counts, as the PROF message names it: "instructions" under QEMU
-// (-icount shift=0), "cycles" on a real Cortex-M4 (DWT->CYCCNT).
+// (-icount shift=7), "cycles" on a real Cortex-M4 (DWT->CYCCNT).
 const char* BoardProfileUnit();
 
 #endif  // TINYFORGE_BOARD_PROFILE_H_
