@@ -12,6 +12,7 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_DEVICE_ERROR = 2
 EXIT_VALIDATION_FAILED = 3
+EXIT_LIMIT_EXCEEDED = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -189,3 +190,13 @@ class ValidationFailed(TinyforgeError):
     """The board's outputs differ from the host's beyond the tolerance."""
 
     exit_code = EXIT_VALIDATION_FAILED
+
+
+class ProfileUnavailableError(InputError):
+    """`tinyforge profile` has no profiling firmware or no counts to use."""
+
+
+class ProfileLimitExceeded(TinyforgeError):
+    """A model exceeded a `tinyforge profile` limit (--max-instructions, --max-arena)."""
+
+    exit_code = EXIT_LIMIT_EXCEEDED

@@ -35,6 +35,10 @@ def register(subparsers, parents) -> None:
                              "TFLM's greedy plan (auto, the default; a plan the model already "
                              "carries is kept), never (off), or also over a plan the model "
                              "carries (replace); docs/memory.md")
+    parser.add_argument("--profile", action="store_true",
+                        help="compile in the per-op profiler: a PROF message with every op's "
+                             "instructions (qemu-m4) or cycles (a board) after each result; "
+                             "`tinyforge profile` reads it (docs/cost.md)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="stop after rendering and checks")
     parser.add_argument("--force", action="store_true",
@@ -54,7 +58,7 @@ def run(args) -> int:
         labels=args.labels, demo_input=args.demo_input, quantize=args.quantize,
         project_dir=args.project_dir, tflm=args.tflm, compile=args.compile,
         force=args.force, overwrite=args.overwrite, arena=args.arena,
-        memory_plan=args.memory_plan)
+        memory_plan=args.memory_plan, profile=args.profile)
     result = build.build(options)
     if args.json:
         jsonout.emit(result.to_json())

@@ -36,7 +36,7 @@ from .. import proc
 from ..errors import DeviceError
 from ..system import APT_INSTALL, QEMU_MACHINE, QEMU_PROGRAM
 
-__all__ = ["QemuLink", "launch", "FAULT_PATTERN"]
+__all__ = ["QemuLink", "launch", "FAULT_PATTERN", "ICOUNT_ARGS", "ICOUNT_SHIFT"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,14 @@ _CHUNK = 65536
 # The lines the qemu-m4 runtime prints before it stops QEMU on a fault.
 FAULT_PATTERN = re.compile(r"tinyforge: ((HARDFAULT|UNEXPECTED EXCEPTION|ABORT)\b.*)")
 _PC = re.compile(r"\bpc=(0x[0-9a-f]+)")
+# Deterministic time: QEMU's virtual clock advances 2^ICOUNT_SHIFT ns per executed instruction
+# while the CPU runs (and in real time while it sleeps in WFI), so an inference takes the
+# same number of instructions in every run, whatever the host's load (docs/emulator.md,
+# "Clock"). 128 ns per instruction is 3.2 ticks of the 25 MHz CMSDK timer, fine enough for
+# the profiler to recover exact instruction counts (firmware_templates/profile/runtime/
+# qemu-m4/board_profile_qemu_m4.cpp, whose kIcountShift must be the same).
+ICOUNT_SHIFT = 7
+ICOUNT_ARGS = ("-icount", f"shift={ICOUNT_SHIFT}")
 
 _live: set["QemuLink"] = set()
 _live_lock = threading.Lock()
@@ -74,7 +82,7 @@ def launch(elf: str | Path, *, read_timeout: float = READ_TIMEOUT_S,
     for _ in range(BIND_ATTEMPTS):
         port = _free_port()
         argv = [qemu, "-M", QEMU_MACHINE, "-nographic", "-monitor", "none", "-semihosting",
-                "-kernel", str(elf),
+                *ICOUNT_ARGS, "-kernel", str(elf),
                 "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on", *extra_args]
         started = time.monotonic()
         child = proc.start(argv, install_hint=APT_INSTALL)

@@ -23,7 +23,7 @@ __all__ = [
     "decode_message", "Event", "TensorSpec", "Boot", "OutputValues", "Result",
     "DeviceErrorMessage", "Echo", "OtherMessage", "DeviceLog", "Corrupt", "UnsupportedVersion",
     "encode", "encode_hello", "encode_input", "encode_input_chunk", "encode_input_lines",
-    "encode_echo", "format_float",
+    "encode_echo", "format_float", "Profile", "PROFILE_UNITS", "parse_profile",
 ]
 
 VERSION = 1
@@ -576,3 +576,55 @@ def _check_seq(seq: int) -> int:
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _UINT32_MAX:
         raise ValueError(f"seq must be a uint32, not {seq!r}")
     return seq
+
+
+# --- PROF (firmware built with `tinyforge build --profile`) --------------------------------
+
+PROFILE_UNITS = ("instructions", "cycles")
+
+
+@dataclass(slots=True)
+class Profile:
+    """PROF: the per-op counts of one inference, sent after its RES (docs/protocol.md).
+
+    The decoder reports PROF as an `OtherMessage`; `parse_profile()` reads it.
+    """
+
+    seq: int
+    src: str
+    unit: str                       # "instructions" (QEMU) or "cycles" (a board)
+    costs: list[int]                # one count per operator of subgraph 0, in order
+    total: int                      # the whole Invoke(), profiler included
+    overhead: int                   # one Begin/End pair of the profiler, measured at boot
+    dropped: int                    # operators beyond the firmware's table (0 normally)
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+_PROFILE_KEYS = ("seq", "src", "unit", "ops", "cost", "total", "overhead", "dropped")
+
+
+def parse_profile(message: OtherMessage) -> Profile:
+    """The `Profile` a PROF message carries; ValueError naming the field when malformed."""
+    if message.type != "PROF":
+        raise ValueError(f"not a PROF message: {message.type}")
+    fields = message.fields
+    try:
+        _require(fields, _PROFILE_KEYS)
+        try:
+            costs = _ints(fields["cost"], "cost")
+        except ValueError:   # an empty item: "1,,2"
+            raise _Invalid("cost is not a list of integers") from None
+        if any(c < 0 for c in costs):
+            raise _Invalid("cost holds a negative count")
+        if len(costs) != _uint32(fields["ops"], "ops"):
+            raise _Invalid(f"ops={fields['ops']} but cost has {len(costs)} items")
+        if fields["unit"] not in PROFILE_UNITS:
+            raise _Invalid(f"unit is not one of {', '.join(PROFILE_UNITS)}")
+        return Profile(seq=_uint32(fields["seq"], "seq"), src=fields["src"],
+                       unit=fields["unit"], costs=costs,
+                       total=_uint32(fields["total"], "total"),
+                       overhead=_uint32(fields["overhead"], "overhead"),
+                       dropped=_uint32(fields["dropped"], "dropped"),
+                       extra={k: v for k, v in fields.items() if k not in _PROFILE_KEYS})
+    except _Invalid as exc:
+        raise ValueError(f"invalid PROF: {exc}") from None

@@ -23,7 +23,7 @@ from ..errors import CalibrationError, InputError, ModelFileError
 from ..model import calibration, checks, compat, fit, host_runtime, reader
 from ..project import firmware, last_build, writer
 from ..toolchain import pio
-from . import memory_plan
+from . import fit_learning, memory_plan
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class BuildOptions:
     overwrite: bool = False
     arena: str = "auto"   # "auto", "host" or "device" (docs/arena.md)
     memory_plan: str = "auto"  # "auto", "off" or "replace" (docs/memory.md)
+    profile: bool = False  # compile in the per-op profiler (PROF messages, docs/cost.md)
 
 
 @dataclass
@@ -102,7 +103,7 @@ def build(options: BuildOptions) -> BuildResult:
     inputs = firmware.FirmwareInputs(
         board=board, model=planned.data, info=planned.info, ops=planned.ops,
         resolver=planned.resolver, arena=planned.arena, labels=labels, demo_input=demo,
-        tflm_source=tflm_root, memory_plan=choice.to_json(stable=True))
+        tflm_source=tflm_root, memory_plan=choice.to_json(stable=True), profile=options.profile)
     # The project as it was, for the report: the arena measurement may write it first.
     before = writer.plan(project_dir, firmware.project_files(inputs), overwrite=options.overwrite)
     chosen = memory_plan.settle(
@@ -125,6 +126,9 @@ def build(options: BuildOptions) -> BuildResult:
         log.info("building with PlatformIO...")
         result.build = pio.build(project_dir, board, core_dir,
                                  on_line=pio.progress_logger("build"))
+        if result.build.firmware:
+            # Later estimates for this board use the framework's figures from this map.
+            fit_learning.record(board, Path(result.build.firmware))
     return result
 
 
@@ -141,7 +145,8 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
                                overwrite=options.overwrite, downloads_in=project_dir)
     prepared.arena = plan
     prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
-                                arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes)
+                                arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes,
+                                measured=fit_learning.lookup(board))
 
 
 def _tflite_bytes(source: Path, options: BuildOptions, board: profiles.Board,

@@ -82,8 +82,9 @@ def _measure(prepared: checks.PreparedModel, planned: checks.PreparedModel,
             return               # the host figure checks.prepare measured stays
         from . import device_arena
         model.arena = device_arena.choose(model, board, tflm_root, arena)
+        from .fit_learning import lookup
         model.fit = fit.estimate(board, model.info, op_count=len(model.ops),
-                                 arena_bytes=model.arena.arena_bytes)
+                                 arena_bytes=model.arena.arena_bytes, measured=lookup(board))
 
     if choice is None:
         measure(prepared)
@@ -138,5 +139,9 @@ def summary_lines(report: dict) -> list[str]:
                      f" (arena {units.size(fit['ram_arena'])}, sketch "
                      f"{units.size(fit['ram_sketch'])})"
                      f"{'' if fit['fits_ram'] else '  DOES NOT FIT'}")
+        if fit.get("framework_measured"):
+            lines.append(f"framework  {units.size(fit['flash_framework'])} flash, "
+                         f"{units.size(fit['ram_framework'])} RAM, measured from "
+                         f"{fit['framework_measured']['source']}")
     lines.append(f"verdict    {'fits and runs' if report['fits'] else 'NOT buildable as is'}")
     return lines

@@ -69,6 +69,10 @@ def collect(build: last_build.LastBuild, *, decisions_per_s: float = DEFAULT_DEC
         board={"id": board.id, "name": board.name, "flash_bytes": board.flash_bytes,
                "ram_bytes": board.ram_bytes},
         model={k: model.get(k) for k in ("name", "sha256", "bytes")} if model else None)
+    if instructions is None:
+        from .profile import load_saved
+        # The last `tinyforge profile` run of this build's model, if there was one.
+        instructions = load_saved(build.project_dir, build.model_sha256)
     data.cost = _cost(build, data, decisions_per_s, instructions)
     _breakdown(build, data)
     data.validation, why = last_build.load_validation(build)

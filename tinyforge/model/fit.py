@@ -5,7 +5,9 @@ op, from the board profile), the sketch's own code and constants, and the model 
 what the framework needs, the sketch's own statics (its serial line buffer, the interpreter,
 the op resolver and the protocol's state) and the tensor arena. The framework and TFLM code
 figures are estimates; PlatformIO's own RAM/Flash report after the build is the measured
-truth and `tinyforge build` shows it.
+truth and `tinyforge build` shows it. After one real build for a board, its linker map gives
+the framework's true figures (`MeasuredFramework`, kept by `flows.fit_learning`), and later
+estimates for that board and toolchain use them instead of the profile's.
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ INPUT_BUFFER_BYTES = 8
 SKETCH_CODE_BYTES = 9_000
 
 
+@dataclass(frozen=True)
+class MeasuredFramework:
+    """The framework's flash and RAM as the linker map of a real build showed them."""
+
+    flash_bytes: int
+    ram_bytes: int
+    source: str     # which build, toolchain and framework it was measured on
+
+    def to_json(self) -> dict:
+        return {"flash_bytes": self.flash_bytes, "ram_bytes": self.ram_bytes,
+                "source": self.source}
+
+
 @dataclass
 class FitReport:
     flash_limit: int
@@ -52,6 +67,8 @@ class FitReport:
     ram_arena: int
     # What ram_sketch is made of: line_buffer, interpreter, resolver, protocol_state.
     ram_sketch_parts: dict[str, int] = field(default_factory=dict)
+    # Where the framework figures come from: None for the board profile's estimate.
+    framework_measured: MeasuredFramework | None = None
 
     @property
     def flash_total(self) -> int:
@@ -80,23 +97,28 @@ class FitReport:
                 "ram_limit": self.ram_limit, "ram_framework": self.ram_framework,
                 "ram_sketch": self.ram_sketch, "ram_sketch_parts": dict(self.ram_sketch_parts),
                 "ram_arena": self.ram_arena, "ram_total": self.ram_total,
-                "fits_flash": self.fits_flash, "fits_ram": self.fits_ram, "fits": self.fits}
+                "fits_flash": self.fits_flash, "fits_ram": self.fits_ram, "fits": self.fits,
+                "framework_measured": (self.framework_measured.to_json()
+                                       if self.framework_measured else None)}
 
     def lines(self) -> list[str]:
         parts = self.ram_sketch_parts
+        # "~" marks an estimate; a framework figure from a real build's map is exact.
+        fw = "" if self.framework_measured else "~"
         sketch = ", ".join(f"{name.replace('_', ' ')} {units.size(value)}"
                            for name, value in parts.items())
         return [
             f"flash ~{units.size(self.flash_total)} of {units.size(self.flash_limit)} "
             f"({units.percent(self.flash_total, self.flash_limit)}): model "
             f"{units.size(self.flash_model)}, sketch ~{units.size(self.flash_sketch)}, TFLM "
-            f"~{units.size(self.flash_tflm)}, framework ~{units.size(self.flash_framework)}",
+            f"~{units.size(self.flash_tflm)}, framework {fw}{units.size(self.flash_framework)}",
             f"RAM   ~{units.size(self.ram_total)} of {units.size(self.ram_limit)} "
             f"({units.percent(self.ram_total, self.ram_limit)}): arena "
             f"{units.size(self.ram_arena)}, sketch {units.size(self.ram_sketch)}"
             + (f" ({sketch})" if sketch else "")
-            + f", framework ~{units.size(self.ram_framework)}",
-        ]
+            + f", framework {fw}{units.size(self.ram_framework)}",
+        ] + ([f"framework measured: {self.framework_measured.source}"]
+             if self.framework_measured else [])
 
 
 def sketch_ram(board: Board, info: ModelInfo, op_count: int) -> dict[str, int]:
@@ -113,22 +135,25 @@ def sketch_ram(board: Board, info: ModelInfo, op_count: int) -> dict[str, int]:
 
 
 def estimate(board: Board, info: ModelInfo, *, op_count: int, arena_bytes: int,
-             demo_input_bytes: int = 0) -> FitReport:
+             demo_input_bytes: int = 0,
+             measured: MeasuredFramework | None = None) -> FitReport:
     """The flash and RAM the firmware for `info` needs on `board`, part by part
-    (`demo_input_bytes`: the built-in demo input, if the firmware has one)."""
+    (`demo_input_bytes`: the built-in demo input, if the firmware has one; `measured`: the
+    framework's figures from a real build for this board, instead of the profile's)."""
     tflm = board.tflm
     ram_parts = sketch_ram(board, info, op_count)
     return FitReport(
         flash_limit=board.flash_bytes,
-        flash_framework=board.memory["framework_flash_bytes"],
+        flash_framework=(measured.flash_bytes if measured
+                         else board.memory["framework_flash_bytes"]),
         flash_tflm=tflm["flash_base_bytes"] + tflm["flash_per_op_bytes"] * op_count,
         flash_sketch=SKETCH_CODE_BYTES + demo_input_bytes,
         flash_model=info.size,
         ram_limit=board.ram_bytes,
-        ram_framework=board.memory["framework_ram_bytes"],
+        ram_framework=measured.ram_bytes if measured else board.memory["framework_ram_bytes"],
         ram_sketch=sum(ram_parts.values()),
         ram_arena=arena_bytes,
-        ram_sketch_parts=ram_parts)
+        ram_sketch_parts=ram_parts, framework_measured=measured)
 
 
 def check(report: FitReport, board: Board, model_name: str) -> None:

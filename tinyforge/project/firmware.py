@@ -38,11 +38,14 @@ class FirmwareInputs:
     # What --memory-plan did (flows.memory_plan.MemoryPlanChoice.to_json(stable=True)); None
     # for firmware no plan was considered for (the arena measurement's).
     memory_plan: dict | None = None
+    profile: bool = False        # the per-op profiler and PROF messages (build --profile)
 
 
 def project_files(inputs: FirmwareInputs) -> dict[str, bytes]:
     """Every file of the project, keyed by its path relative to the project root."""
     files = templates.render_tree(_PROJECT_TEMPLATES, _context(inputs), inputs.board)
+    if inputs.profile:
+        files.update(templates.profiler_sources(inputs.board))
     files[".tinyforge/model.tflite"] = inputs.model
     return files
 
@@ -50,7 +53,9 @@ def project_files(inputs: FirmwareInputs) -> dict[str, bytes]:
 def manifest(inputs: FirmwareInputs) -> dict:
     """What the project was made from; `flash`, `monitor` and `validate` read it back."""
     info = inputs.info
+    extra = {"profile": True} if inputs.profile else {}
     return {
+        **extra,
         "tinyforge_version": __version__,
         "protocol_version": PROTOCOL_VERSION,
         "board": inputs.board.id,
@@ -106,6 +111,9 @@ def _context(inputs: FirmwareInputs) -> dict:
         "labels": inputs.labels,
         "demo_input": inputs.demo_input is not None,
         "demo_array": templates.c_byte_array(inputs.demo_input or b""),
+        "profile": inputs.profile,
+        # At least one: a zero-length array is not C++.
+        "profiled_ops": max(1, info.subgraphs[0].operator_count),
     }
 
 

@@ -18,6 +18,7 @@ from ..errors import BoardProfileError
 
 _COMMON_SOURCES = "common"
 _RUNTIME_LAYERS = "runtime"
+_PROFILE_SOURCES = "profile"
 _BYTES_PER_ARRAY_LINE = 12
 _HEX_BYTES = [f"0x{value:02x}," for value in range(256)]
 
@@ -39,6 +40,14 @@ def render_tree(template_subdir: str, context: dict, board: Board) -> dict[str, 
             files[relative] = template_path.read_bytes()
     files.update(_static_sources(_COMMON_SOURCES))
     files.update(_static_sources(_runtime_layer(board)))
+    return files
+
+
+def profiler_sources(board: Board) -> dict[str, bytes]:
+    """The per-op profiler's files (`build --profile`): `firmware_templates/profile/src/` and
+    the board's counter from `profile/runtime/<layer>/`, all in `src/`."""
+    files = _static_sources(f"{_PROFILE_SOURCES}/src")
+    files.update(_static_sources(f"{_PROFILE_SOURCES}/{_runtime_layer(board)}"))
     return files
 
 

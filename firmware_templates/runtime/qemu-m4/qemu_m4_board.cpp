@@ -17,6 +17,9 @@ constexpr uint32_t kStateTxFull = 1u << 0;
 constexpr uint32_t kStateRxFull = 1u << 1;
 constexpr uint32_t kCtrlTxEnable = 1u << 0;
 constexpr uint32_t kCtrlRxEnable = 1u << 1;
+constexpr uint32_t kCtrlRxInterruptEnable = 1u << 3;
+constexpr uint32_t kUartRxInterrupt = 1u << 1;  // intstatus; write 1 to clear
+constexpr uint32_t kUart0RxIrq = 0;
 constexpr uint32_t kMinBaudDiv = 16;
 
 // Arm CMSDK APB timer 0 (QEMU: hw/timer/cmsdk-apb-timer.c), a 32-bit down-counter on the
@@ -32,6 +35,11 @@ struct CmsdkTimer {
   volatile uint32_t intstatus;  // bit 0: wrapped; write 1 to clear
 };
 CmsdkTimer* const kTimer0 = reinterpret_cast<CmsdkTimer*>(0x40000000);
+// Timer 1 only wakes the idle wait after a millisecond, so loop()'s timed work (the demo
+// input) runs on time while the CPU sleeps; it is stopped while the CPU runs.
+CmsdkTimer* const kTimer1 = reinterpret_cast<CmsdkTimer*>(0x40001000);
+constexpr uint32_t kTimer1Irq = 9;
+constexpr uint32_t kWakeTicks = qemu_m4::kCpuHz / 1000;
 constexpr uint32_t kTimerEnable = 1u << 0;
 constexpr uint32_t kTimerInterruptEnable = 1u << 3;
 constexpr uint32_t kTimerWrapped = 1u << 0;
@@ -63,7 +71,8 @@ void UartStart(uint32_t baud) {
   // that RX is about to be on; without it the host's first byte waited ~1 s (QEMU 7.2).
   // Done before RX is enabled, so it can never swallow a received byte.
   (void)kUart0->data;
-  kUart0->ctrl = kCtrlTxEnable | kCtrlRxEnable;
+  kUart0->ctrl = kCtrlTxEnable | kCtrlRxEnable | kCtrlRxInterruptEnable;
+  *kNvicIser0 = 1u << kUart0RxIrq;
   g_uart_started = true;
 }
 
@@ -73,6 +82,11 @@ extern "C" void Timer0_Handler() {
   kTimer0->intstatus = kTimerWrapped;
   g_wraps = g_wraps + 1;
 }
+
+// Both only end WaitForWork()'s sleep: the byte stays in DATA for BoardSerialRead().
+extern "C" void Timer1_Handler() { kTimer1->intstatus = kTimerWrapped; }
+
+extern "C" void Uart0Rx_Handler() { kUart0->intstatus = kUartRxInterrupt; }
 
 namespace qemu_m4 {
 
@@ -84,6 +98,36 @@ void StartTimer() {
   g_wraps = 0;
   kTimer0->ctrl = kTimerEnable | kTimerInterruptEnable;
   *kNvicIser0 = 1u << kTimer0Irq;
+  kTimer1->ctrl = 0;
+  kTimer1->reload = kWakeTicks;
+  kTimer1->intstatus = kTimerWrapped;
+  *kNvicIser0 = 1u << kTimer1Irq;
+}
+
+uint64_t TimerTicks() {
+  // The wrap interrupt changes g_wraps: keep it out while both halves are read.
+  uint32_t primask;
+  __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
+  const uint64_t ticks = Ticks();
+  __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
+  return ticks;
+}
+
+void WaitForWork() {
+  // With interrupts masked, a byte that arrives after the check still ends the WFI (a
+  // pending interrupt wakes the core even while PRIMASK masks it), so none waits a tick.
+  uint32_t primask;
+  __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
+  if (!g_uart_started || !(kUart0->state & kStateRxFull)) {
+    // The tick runs only while the CPU sleeps: an interrupt in the middle of an inference
+    // would add its handler's instructions to an op's count at a moment that depends on the
+    // host, and the counts must be the same in every run.
+    kTimer1->value = kWakeTicks;
+    kTimer1->ctrl = kTimerEnable | kTimerInterruptEnable;
+    __asm volatile("wfi" ::: "memory");
+    kTimer1->ctrl = 0;
+  }
+  __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
 }
 
 void UartWrite(const char* data, size_t length) {
@@ -121,11 +165,4 @@ int BoardSerialRead() {
   return static_cast<int>(kUart0->data & 0xFF);
 }
 
-uint32_t BoardMicros() {
-  // The wrap interrupt changes g_wraps: keep it out while both halves are read.
-  uint32_t primask;
-  __asm volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
-  const uint64_t ticks = Ticks();
-  __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
-  return static_cast<uint32_t>(ticks / kTicksPerUs);
-}
+uint32_t BoardMicros() { return static_cast<uint32_t>(qemu_m4::TimerTicks() / kTicksPerUs); }

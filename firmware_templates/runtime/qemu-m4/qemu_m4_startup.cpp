@@ -16,6 +16,8 @@ void Reset_Handler();
 void HardFault_Handler();
 void Default_Handler();
 void Timer0_Handler();
+void Timer1_Handler();
+void Uart0Rx_Handler();
 }
 
 namespace {
@@ -38,7 +40,10 @@ typedef void (*Handler)();
 // What the Arduino core's main() does: setup() once, then loop() forever.
 [[noreturn]] void RunSketch() {
   setup();
-  for (;;) loop();
+  for (;;) {
+    loop();
+    qemu_m4::WaitForWork();
+  }
 }
 
 }  // namespace
@@ -59,9 +64,10 @@ __attribute__((used, section(".isr_vector"))) const Handler g_vectors[kVectorCou
     nullptr,
     Default_Handler,    // PendSV
     Default_Handler,    // SysTick (unused)
-    // External interrupts: only CMSDK timer 0 (IRQ 8) is enabled, for BoardMicros().
-    Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
-    Default_Handler, Default_Handler, Default_Handler, Timer0_Handler, Default_Handler,
+    // External interrupts: CMSDK timer 0 (IRQ 8) for BoardMicros(); UART0 RX (IRQ 0) and
+    // timer 1 (IRQ 9) only wake the idle wait (WaitForWork).
+    Uart0Rx_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler, Default_Handler, Timer0_Handler, Timer1_Handler,
     Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
     Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
     Default_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
