@@ -30,6 +30,10 @@ def register(subparsers, parents) -> None:
                         help="where the arena size is measured: on the emulated Cortex-M4 "
                              "when it can be built (auto, the default), always on the host, "
                              "or required on the device (docs/arena.md)")
+    parser.add_argument("--debug-layers", action="store_true",
+                        help="a debug firmware that keeps every tensor and reports each "
+                             "operator's output, for `tinyforge validate --layers` (a "
+                             "bigger arena)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="stop after rendering and checks")
     parser.add_argument("--force", action="store_true",
@@ -48,7 +52,8 @@ def run(args) -> int:
         board=args.board, model=args.model, calibration=args.calibration,
         labels=args.labels, demo_input=args.demo_input, quantize=args.quantize,
         project_dir=args.project_dir, tflm=args.tflm, compile=args.compile,
-        force=args.force, overwrite=args.overwrite, arena=args.arena)
+        force=args.force, overwrite=args.overwrite, arena=args.arena,
+        debug_layers=args.debug_layers)
     result = build.build(options)
     if args.json:
         jsonout.emit(result.to_json())

@@ -20,6 +20,7 @@ from .. import resources, units, userfiles
 from ..board import profiles
 from ..board.tflm_source import resolve_tflm_source
 from ..errors import CalibrationError, InputError, ModelFileError
+from ..model import arena as arena_mod
 from ..model import calibration, checks, compat, fit, host_runtime, reader
 from ..project import firmware, last_build, writer
 from ..toolchain import pio
@@ -48,6 +49,7 @@ class BuildOptions:
     force: bool = False
     overwrite: bool = False
     arena: str = "auto"   # "auto", "host" or "device" (docs/arena.md)
+    debug_layers: bool = False  # the layer report of `validate --layers` (docs/reference.md)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class BuildResult:
             "ops": [op.name for op in model.ops],
             "arena": model.arena.to_json() if model.arena else None,
             "reference": model.reference.to_json() if model.reference else None,
+            "known_differences": [found.to_json() for found in model.known_differences],
             "fit": model.fit.to_json() if model.fit else None,
             "conversion": model.conversion,
             "files": self.plan.actions,
@@ -95,7 +98,7 @@ def build(options: BuildOptions) -> BuildResult:
     inputs = firmware.FirmwareInputs(
         board=board, model=data, info=prepared.info, ops=prepared.ops,
         resolver=prepared.resolver, arena=prepared.arena, labels=labels, demo_input=demo,
-        tflm_source=tflm_root)
+        tflm_source=tflm_root, debug_layers=options.debug_layers)
     # The project as it was, for the report: the arena measurement may write it first.
     before = writer.plan(project_dir, firmware.project_files(inputs), overwrite=options.overwrite)
     _device_arena(prepared, board, tflm_root, options, project_dir, len(demo or b""))
@@ -126,6 +129,8 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
     measure_in = project_dir if board.id == device_arena.MEASURE_BOARD else None
     plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in,
                                overwrite=options.overwrite, downloads_in=project_dir)
+    if options.debug_layers:
+        plan = arena_mod.preserving_all_tensors(plan, prepared.data, prepared.info.name)
     prepared.arena = plan
     prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
                                 arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes)

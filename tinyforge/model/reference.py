@@ -295,8 +295,10 @@ def _tree_layers(path, model, inputs, variables) -> list[LayerOutput]:
 
 
 def _wheel_batch(model, batch, output_count) -> list[list[np.ndarray]]:
+    # No reset between inputs, like the tree's batch and the firmware: a model with state
+    # steps through the batch in order from a new interpreter's initial state.
     return host_runtime._run_batch(model, host_runtime.generous_arena(len(model)), batch,
-                                   output_count)
+                                   output_count, reset_between=False)
 
 
 def _wheel_layers(model, inputs) -> list[LayerOutput]:

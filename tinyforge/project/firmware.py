@@ -35,6 +35,8 @@ class FirmwareInputs:
     labels: list[str]
     demo_input: bytes | None     # raw bytes of all input tensors, or None
     tflm_source: Path | None     # a local TFLM library tree instead of the pinned dependency
+    # A debug build for `validate --layers`: every tensor kept, LAYERS and TENSOR answered.
+    debug_layers: bool = False
 
 
 def project_files(inputs: FirmwareInputs) -> dict[str, bytes]:
@@ -60,6 +62,7 @@ def manifest(inputs: FirmwareInputs) -> dict:
                  "dependency": tflm_dependency(inputs.board, inputs.tflm_source)},
         "labels": inputs.labels,
         "demo_input": inputs.demo_input is not None,
+        "debug_layers": inputs.debug_layers,
     }
 
 
@@ -94,6 +97,7 @@ def _context(inputs: FirmwareInputs) -> dict:
         "resolver_origin": _origin(inputs.resolver),
         "arena": inputs.arena,
         "resource_variables": info.resource_variables,
+        "debug_layers": inputs.debug_layers,
         "inputs": [_tensor_context(t) for t in info.inputs],
         "outputs": [_tensor_context(t) for t in info.outputs],
         "input_bytes": input_bytes,
