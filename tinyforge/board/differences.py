@@ -18,7 +18,7 @@ TABLE = "tflm/known-differences.toml"
 CONDITIONS = ("always", "rescale")
 _MAX_TABLE_BYTES = 1 << 20
 _KEYS = {"library": str, "version": str, "op": str, "dtype": str, "when": str, "wheel": str,
-         "measured": str, "why": str}
+         "max_lsb": int, "measured": str, "why": str}
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class KnownDifference:
     dtype: str
     when: str        # one of CONDITIONS
     wheel: str       # the wheel version it was measured against
+    max_lsb: int     # the largest difference measured in a model's output
     measured: str
     why: str
 

@@ -80,10 +80,10 @@ def summary_lines(report: dict) -> list[str]:
     wheel = (report["host_run"].get("reference") or {}).get("kind") == "wheel"
     for found in report.get("known_differences", []):
         lines.append(f"{'DIFFERS' if wheel else 'differs':<10} op {found['index']} "
-                     f"{found['op']} ({found['dtype']}) on {report['tflm']} from the "
-                     f"tflite-micro wheel: {found['measured']}"
-                     + (" (the reference here; --tflm compares with the board's own)"
-                        if wheel else ""))
+                     f"{found['op']} ({found['dtype']}): its kernel in {report['tflm']} is "
+                     f"not the wheel's (up to {found['max_lsb']} LSB measured)"
+                     + ("; the wheel is the reference here, --tflm compares with the "
+                        "board's own" if wheel else ""))
     if not report["host_run"]["ok"]:
         lines.append("host TFLM  FAILED:")
         lines.extend(f"  {line}" for line in report["host_run"]["error"].splitlines())

@@ -88,11 +88,13 @@ def _known_differences(prepared: PreparedModel, board: profiles.Board) -> list:
 
     found = known_differences.find(prepared.data, board.tflm["library"], board.tflm["version"])
     if found and prepared.reference is not None and prepared.reference.kind == "wheel":
-        log.warning("warning: %s uses %s, whose kernel in %s %s differs from the reference's "
-                    "(%s): `validate` may report a few LSB there; give the board's TFLM tree "
-                    "(--tflm PATH) to compare with its own kernels",
-                    prepared.info.name, "; ".join(f.describe() for f in found),
-                    board.tflm["library"], board.tflm["version"], prepared.reference.label)
+        log.warning("warning: %s uses %s, whose kernel in %s %s computes differently from "
+                    "the reference's (%s; up to %d LSB measured in a model's output): "
+                    "`validate` may differ there; give the board's TFLM tree (--tflm PATH) "
+                    "to compare with its own kernels", prepared.info.name,
+                    ", ".join(f.describe() for f in found), board.tflm["library"],
+                    board.tflm["version"], prepared.reference.label,
+                    max(f.difference.max_lsb for f in found))
     return found
 
 

@@ -21,12 +21,12 @@ class DifferingOperator:
     difference: KnownDifference
 
     def describe(self) -> str:
-        return (f"op {self.index} {self.op} ({self.difference.dtype}, "
-                f"{_condition_text(self.difference.when)}): {self.difference.measured}")
+        return f"op {self.index} {self.op} ({self.difference.dtype})"
 
     def to_json(self) -> dict:
         return {"index": self.index, "op": self.op, "dtype": self.difference.dtype,
-                "when": self.difference.when, "measured": self.difference.measured,
+                "when": self.difference.when, "max_lsb": self.difference.max_lsb,
+                "measured": self.difference.measured,
                 "why": self.difference.why, "wheel": self.difference.wheel}
 
 
@@ -56,7 +56,3 @@ def _applies(difference: KnownDifference, inputs: list[int], outputs: list[int],
     if difference.when == "always":
         return True
     return (source.scale, source.zero_point) != (result.scale, result.zero_point)
-
-
-def _condition_text(when: str) -> str:
-    return "input and output quantization differ" if when == "rescale" else "every use"
