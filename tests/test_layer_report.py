@@ -185,7 +185,7 @@ def test_the_layer_report_finds_a_planted_divergence_at_its_operator(
             first = found.divergence
             assert (first.index, first.op, first.reason) == (PLANTED_OP, "FULLY_CONNECTED",
                                                              "values"), first
-            assert first.output_shape == [1, 3] and first.input_shapes[0] == [1, 36]
+            assert first.output_shape == [1, 3] and first.input_shapes[0] == [1, 196]
             assert first.max_lsb > 0 and not found.passed
             assert found.agreeing == PLANTED_OP
         # LAYERS for an input that is not the last one is refused, and says so.

@@ -78,10 +78,11 @@ class LayerReport:
 
 def compare(conversation: Conversation, boot: protocol.Boot, sample_index: int,
             inputs: np.ndarray, model: bytes, model_name: str, runtime, *,
-            max_lsb: int = 0, reset: bool = True) -> LayerReport:
-    """Run `inputs` on the device and on `runtime` (a `model.reference.HostRuntime`) and
-    compare every operator's output; fetch the first that differs."""
-    seq = sample_index
+            max_lsb: int = 0, reset: bool = True, seq: int | None = None) -> LayerReport:
+    """Run `inputs` (sample `sample_index`) on the device, as IN `seq` (default the sample
+    index), and on `runtime` (a `model.reference.HostRuntime`), and compare every
+    operator's output; fetch the first that differs."""
+    seq = sample_index if seq is None else seq
     if reset:
         reset_device(conversation, seq)
     _run_input(conversation, seq, inputs, boot.max_line)

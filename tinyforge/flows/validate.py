@@ -451,9 +451,9 @@ def _layer_report(conversation, boot, samples, index: int, reference, max_lsb: i
     inputs = np.asarray(samples[index], dtype=_NUMPY_TYPES[spec.dtype]).reshape(spec.shape)
     # Its own seq after the sequence's; RESET first, so a model with state starts where the
     # host's new interpreter does.
-    return layer_report.compare(conversation, boot, len(samples) + index, inputs,
-                                reference.model, reference.model_name, reference.runtime,
-                                max_lsb=max_lsb)
+    return layer_report.compare(conversation, boot, index, inputs, reference.model,
+                                reference.model_name, reference.runtime, max_lsb=max_lsb,
+                                seq=len(samples) + index)
 
 
 def _host_reference(build, tflm: Path | None, choice: str):
