@@ -93,7 +93,8 @@ def test_the_validate_report_tells_the_truth():
         top1_agreement=1.0, latency_us={"min": 1, "median": 2, "max": 3}, max_lsb_allowed=0,
         max_abs_allowed=1e-4, passed=False, reference="tflite-micro wheel 0.dev2026 (...)",
         mismatches=[{"sample": 0, "output": 0, "device": list(range(40)),
-                     "host": list(range(3))}], mismatches_total=3)
+                     "host": list(range(3))}], mismatches_total=3,
+        known_differences=["op 3 MEAN (int8)"])
     text = "\n".join(report.lines())
     assert "[0, 1, 2]" in text                       # short: whole
     assert "… 24 more of 40]" in text                # long: the cut is marked
@@ -103,6 +104,7 @@ def test_the_validate_report_tells_the_truth():
     assert "max 7 LSB" in failed.value.message
     assert "--max-lsb 7" in failed.value.hint and "--max-lsb 1" not in failed.value.hint
     assert "--debug-layers" in failed.value.hint
+    assert "op 3 MEAN (int8) in this model" in failed.value.hint
 
 
 def test_identical_outputs_show_no_dequantized_difference():

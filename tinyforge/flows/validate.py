@@ -65,6 +65,8 @@ class ValidationReport:
     # validate --layers: the layer report of one sample (flows/layer_report.py).
     layers: dict | None = None
     layer_lines: list[str] = field(default_factory=list, repr=False)  # text of `layers`
+    # The model's operators whose kernel is known to differ from the wheel's (board data).
+    known_differences: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -380,8 +382,10 @@ def _failure_hint(report: ValidationReport) -> str:
     layers = ("`tinyforge build --debug-layers` then `tinyforge validate --layers` names the "
               "first operator that differs")
     if report.reference.startswith("tflite-micro wheel"):
+        known = (f" ({', '.join(report.known_differences)} in this model)"
+                 if report.known_differences else "")
         return ("the reference is the tflite-micro wheel, not the board's TFLM, and their "
-                "kernels differ on some ops: give the board's TFLM tree (--tflm PATH) to "
+                f"kernels differ on some ops{known}: give the board's TFLM tree (--tflm PATH) to "
                 f"compare with its own kernels; {layers}; or pass {tolerance} to accept a "
                 "difference this large")
     return ("the reference is the board's own TFLM and kernels compiled for the host, so "
@@ -429,6 +433,7 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
         log.info("validating %s inputs against %s", units.count(len(samples)), reference.name)
         report = run(conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs,
                      reset=stateful)
+        report.known_differences = _known_differences(reference, build.board)
         if layers is not None:
             layer_report = _layer_report(conversation, boot, samples, layers, reference,
                                          max_lsb)
@@ -436,6 +441,14 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
         return last_build.save_validation(build, report)
     finally:
         source.close(link)
+
+
+def _known_differences(reference, board) -> list[str]:
+    if not isinstance(reference, ModelReference):
+        return []
+    from ..model import known_differences
+    return [found.describe() for found in known_differences.find(
+        reference.model, board.tflm["library"], board.tflm["version"])]
 
 
 def _layer_report(conversation, boot, samples, index: int, reference, max_lsb: int):
