@@ -89,7 +89,9 @@ class HostRuntime:
             raise HostRuntimeError(
                 f"the host TFLM runtime ({self.label}) failed running {model_name}: "
                 f"{result.describe_failure()}",
-                details=host_runtime.tflm_diagnostics(result.output))
+                details=host_runtime.tflm_diagnostics(result.output),
+                hint="these inputs make TFLM fail where the build's own run did not: check "
+                     "their shape and range, and the model with `tinyforge inspect MODEL`")
         return result.value
 
     def layers(self, model: bytes, inputs: list[np.ndarray], model_name: str) -> list[LayerOutput]:
@@ -99,7 +101,9 @@ class HostRuntime:
             raise HostRuntimeError(
                 f"the host TFLM runtime ({self.label}) failed recording the layers of "
                 f"{model_name}: {result.describe_failure()}",
-                details=host_runtime.tflm_diagnostics(result.output))
+                details=host_runtime.tflm_diagnostics(result.output),
+                hint="TFLM's own words are above; `tinyforge inspect MODEL` runs the model "
+                     "once on the same reference")
         return result.value
 
     def _call(self, target, *args) -> IsolatedResult:
