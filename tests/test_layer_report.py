@@ -205,7 +205,7 @@ def test_a_streaming_model_steps_50_inputs_in_lockstep_with_the_host(
     env = _qemu_env(cli_env, tmp_path_factory)
     model_path = models / "streaming_int8.tflite"
     info = reader.inspect_bytes(model_path.read_bytes(), model_path.name)
-    assert info.resource_variables == 1
+    assert info.resource_variables >= 1  # one VAR_HANDLE per subgraph that names the ring
     assert {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"} <= {
         op.name for op in info.ops}
     assert [t.dtype for t in info.inputs + info.outputs] == ["int8", "uint8"]
