@@ -67,7 +67,8 @@ def test_corrupt_flatbuffer(tinyforge, tmp_path):
 
 def test_float_model_where_int8_is_required(tinyforge, tmp_path):
     result = _build(tinyforge, SINE_FLOAT, tmp_path / "p")
-    _refused(result, "sine_float.tflite", "not a full-integer int8 model", "float32",
+    _refused(result, "sine_float.tflite", "float edges where an integer model is required",
+             "float32",
              "--quantize float32", project=tmp_path / "p")
     accepted = _build(tinyforge, SINE_FLOAT, tmp_path / "p", "--quantize", "float32")
     assert accepted.returncode == 0, accepted.stderr

@@ -5,6 +5,7 @@ own process): `python make_models.py OUTPUT_DIR`. Fixed seeds; each model is tin
 """
 
 import os
+import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -77,6 +78,59 @@ def dense_model():
     save("dense_int8.tflite", int8(model, x))
     # TensorFlow's default: dense weights quantized per output channel.
     save("dense_per_channel_int8.tflite", int8(model, x, per_channel_dense=True))
+
+
+def mixed_io_model():
+    # int8 inside, int8 input, uint8 output (as microWakeWord's models): TFLM runs it.
+    x = rng.normal(size=(32, 10)).astype("float32")
+    model = keras.Sequential([keras.Input((10,), batch_size=1), keras.layers.Dense(8, "relu"),
+                              keras.layers.Dense(3), keras.layers.Softmax()])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+    converter.representative_dataset = lambda: ([s[None]] for s in x)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.uint8
+    save("mixed_uint8_out.tflite", converter.convert())
+
+
+def streaming_model():
+    # A streaming classifier whose state is a tf.Variable updated in a tf.function: the last
+    # 6 frames of 4 features, shifted by one frame per call. The converter makes it
+    # VAR_HANDLE, READ_VARIABLE, ASSIGN_VARIABLE and CALL_ONCE (the variable's initial
+    # value), like microWakeWord's models; int8 in, uint8 out like theirs.
+    frames, features = 6, 4
+    weights = tf.constant(rng.normal(size=(frames * features, 3)).astype("float32"))
+    bias = tf.constant(rng.normal(size=(3,)).astype("float32"))
+
+    class Stream(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.ring = tf.Variable(tf.zeros([1, frames, features]), trainable=False)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 1, features], tf.float32)])
+        def __call__(self, frame):
+            ring = tf.concat([self.ring[:, 1:, :], frame], axis=1)
+            self.ring.assign(ring)
+            scores = tf.matmul(tf.reshape(ring, [1, frames * features]), weights) + bias
+            return tf.nn.softmax(scores)
+
+    module = Stream()
+    directory = os.path.join(OUT, "streaming_saved_model")
+    tf.saved_model.save(module, directory,
+                        signatures=module.__call__.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+    converter.experimental_enable_resource_variables = True
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+    samples = rng.uniform(-1, 1, size=(64, 1, 1, features)).astype("float32")
+    converter.representative_dataset = lambda: ([s] for s in samples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.uint8
+    save("streaming_int8.tflite", converter.convert())
+    shutil.rmtree(directory)
 
 
 def unsupported_ops_model():
@@ -230,6 +284,7 @@ def while_forever_model():
 
 for make in (conv_model, image96_model, dense_model, unsupported_ops_model, custom_op_model,
              big_flash_model, big_arena_model, fp16_model, while_forever_model,
-             gesture_mean_model, pool_reshape_dense_model, mean_fma_model):
+             gesture_mean_model, pool_reshape_dense_model, mean_fma_model, mixed_io_model,
+             streaming_model):
     make()
 print("models written to", OUT)

@@ -39,6 +39,10 @@ def register(subparsers, parents) -> None:
                         help="compile in the per-op profiler: a PROF message with every op's "
                              "instructions (qemu-m4) or cycles (a board) after each result; "
                              "`tinyforge profile` reads it (docs/cost.md)")
+    parser.add_argument("--debug-layers", action="store_true",
+                        help="a debug firmware that keeps every tensor and reports each "
+                             "operator's output, for `tinyforge validate --layers` (a "
+                             "bigger arena)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="stop after rendering and checks")
     parser.add_argument("--force", action="store_true",
@@ -58,7 +62,7 @@ def run(args) -> int:
         labels=args.labels, demo_input=args.demo_input, quantize=args.quantize,
         project_dir=args.project_dir, tflm=args.tflm, compile=args.compile,
         force=args.force, overwrite=args.overwrite, arena=args.arena,
-        memory_plan=args.memory_plan, profile=args.profile)
+        memory_plan=args.memory_plan, profile=args.profile, debug_layers=args.debug_layers)
     result = build.build(options)
     if args.json:
         jsonout.emit(result.to_json())

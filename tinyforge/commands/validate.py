@@ -40,6 +40,11 @@ def register(subparsers, parents) -> None:
                         help="what the board is compared with: the host build of its TFLM "
                              "tree (tflm), the tflite-micro wheel (wheel), or the tree when "
                              "there is one (auto, the default)")
+    parser.add_argument("--layers", nargs="?", type=non_negative_int, const=0, default=None,
+                        metavar="SAMPLE",
+                        help="also compare every operator's output for one sample (default "
+                             "the first) and name the first that differs; needs a firmware "
+                             "built with `tinyforge build --debug-layers`")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)
 
@@ -53,7 +58,7 @@ def run(args) -> int:
         project_dir=args.project_dir, board_id=args.board, port=args.port, data=args.data,
         random_count=args.random, seed=args.seed, max_lsb=args.max_lsb,
         max_abs=args.max_abs if args.max_abs is not None else validate.DEFAULT_MAX_ABS_FLOAT,
-        ask=port_chooser(), tflm=args.tflm, reference=args.reference)
+        ask=port_chooser(), tflm=args.tflm, reference=args.reference, layers=args.layers)
     if not args.json:
         print("\n".join(report.lines()))
     try:

@@ -24,6 +24,8 @@ __all__ = [
     "DeviceErrorMessage", "Echo", "OtherMessage", "DeviceLog", "Corrupt", "UnsupportedVersion",
     "encode", "encode_hello", "encode_input", "encode_input_chunk", "encode_input_lines",
     "encode_echo", "format_float", "Profile", "PROFILE_UNITS", "parse_profile",
+    "LayerChecksum", "TensorChunk", "encode_reset", "encode_layers", "encode_tensor",
+    "layer_checksum", "tensor_chunk",
 ]
 
 VERSION = 1
@@ -40,6 +42,7 @@ ERROR_CODES = frozenset({
     "SCHEMA_VERSION", "ALLOCATE_FAILED", "INVOKE_FAILED", "INPUT_TYPE", "OP_RESOLVER",
     "BAD_CRC", "BAD_MESSAGE", "BAD_LENGTH", "LINE_TOO_LONG", "UNKNOWN_TYPE", "PROTOCOL_VERSION",
     "BAD_OFFSET", "INPUT_INCOMPLETE",
+    "NO_INFERENCE",
 })
 
 _MARKER = b"!tf"
@@ -628,3 +631,92 @@ def parse_profile(message: OtherMessage) -> Profile:
                        extra={k: v for k, v in fields.items() if k not in _PROFILE_KEYS})
     except _Invalid as exc:
         raise ValueError(f"invalid PROF: {exc}") from None
+# --- layer reports and state resets (docs/protocol.md 3.3, 3.4) ----------------------------
+# Devices send LAYER, LAYERS, TENSOR and RESET as generic messages (`OtherMessage`); the
+# functions below read them, raising ValueError for a message that breaks their format.
+
+@dataclass(frozen=True)
+class LayerChecksum:
+    """One LAYER line: the CRC-32 of one output of one operator, after an inference."""
+
+    seq: int
+    op: int
+    name: str
+    out: int
+    dtype: str
+    shape: list[int]
+    bytes: int
+    crc: int
+
+
+@dataclass(frozen=True)
+class TensorChunk:
+    """One TENSOR line: `data` at byte `offset` of an operator's output."""
+
+    seq: int
+    op: int
+    out: int
+    offset: int
+    final: bool
+    data: bytes
+
+
+def encode_reset(seq: int) -> bytes:
+    """RESET: the device rebuilds its interpreter (a streaming model's initial state)."""
+    return encode("RESET", seq=_check_seq(seq))
+
+
+def encode_layers(seq: int) -> bytes:
+    """LAYERS: each operator's output CRC for the inference of IN `seq` (a debug build)."""
+    return encode("LAYERS", seq=_check_seq(seq))
+
+
+def encode_tensor(seq: int, op: int, out: int) -> bytes:
+    """TENSOR: the bytes of output `out` of operator `op` of the inference of IN `seq`."""
+    return encode("TENSOR", seq=_check_seq(seq), op=_check_seq(op), out=_check_seq(out))
+
+
+def layer_checksum(message: OtherMessage) -> LayerChecksum:
+    """A LAYER message read; ValueError when a field is missing or malformed."""
+    fields = _message_fields(message, "LAYER", ("seq", "op", "name", "out", "type", "shape",
+                                                "bytes", "crc"))
+    if re.fullmatch(r"[0-9a-f]{8}", fields["crc"]) is None:
+        raise ValueError(f"LAYER crc is not 8 lower-case hex digits: {fields['crc']!r}")
+    shape = fields["shape"]
+    if shape and re.fullmatch(r"\d+(x\d+)*", shape) is None:
+        raise ValueError(f"LAYER shape is not dimensions joined by x: {shape!r}")
+    return LayerChecksum(
+        seq=_field_uint(fields, "seq"), op=_field_uint(fields, "op"), name=fields["name"],
+        out=_field_uint(fields, "out"), dtype=fields["type"],
+        shape=[int(d) for d in shape.split("x")] if shape else [],
+        bytes=_field_uint(fields, "bytes"), crc=int(fields["crc"], 16))
+
+
+def tensor_chunk(message: OtherMessage) -> TensorChunk:
+    """A TENSOR message read; ValueError when a field is missing or malformed."""
+    fields = _message_fields(message, "TENSOR", ("seq", "op", "out", "offset", "final", "data"))
+    if fields["final"] not in ("0", "1"):
+        raise ValueError(f"TENSOR final must be 0 or 1, not {fields['final']!r}")
+    data = fields["data"]
+    if len(data) % 2 or re.fullmatch(r"[0-9a-f]*", data) is None:
+        raise ValueError("TENSOR data is not lower-case hex bytes")
+    return TensorChunk(seq=_field_uint(fields, "seq"), op=_field_uint(fields, "op"),
+                       out=_field_uint(fields, "out"), offset=_field_uint(fields, "offset"),
+                       final=fields["final"] == "1", data=bytes.fromhex(data))
+
+
+def _message_fields(message: OtherMessage, message_type: str,
+                    keys: tuple[str, ...]) -> dict[str, str]:
+    if message.type != message_type:
+        raise ValueError(f"not a {message_type} message: {message.type}")
+    missing = [key for key in keys if key not in message.fields]
+    if missing:
+        raise ValueError(f"{message_type} lacks {', '.join(missing)}")
+    return message.fields
+
+
+def _field_uint(fields: dict[str, str], key: str) -> int:
+    try:
+        return _uint32(fields[key], key)
+    except _Invalid as error:
+        raise ValueError(str(error)) from None

@@ -20,6 +20,7 @@ from .. import resources, units, userfiles
 from ..board import profiles
 from ..board.tflm_source import resolve_tflm_source
 from ..errors import CalibrationError, InputError, ModelFileError
+from ..model import arena as arena_mod
 from ..model import calibration, checks, compat, fit, host_runtime, reader
 from ..project import firmware, last_build, writer
 from ..toolchain import pio
@@ -51,6 +52,7 @@ class BuildOptions:
     arena: str = "auto"   # "auto", "host" or "device" (docs/arena.md)
     memory_plan: str = "auto"  # "auto", "off" or "replace" (docs/memory.md)
     profile: bool = False  # compile in the per-op profiler (PROF messages, docs/cost.md)
+    debug_layers: bool = False  # the layer report of `validate --layers` (docs/reference.md)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class BuildResult:
             "ops": [op.name for op in model.ops],
             "arena": model.arena.to_json() if model.arena else None,
             "reference": model.reference.to_json() if model.reference else None,
+            "known_differences": [found.to_json() for found in model.known_differences],
             "fit": model.fit.to_json() if model.fit else None,
             "conversion": model.conversion,
             "memory_plan": self.memory_plan.to_json(),
@@ -97,13 +100,16 @@ def build(options: BuildOptions) -> BuildResult:
     _check_labels(labels, labels_path, prepared.info)
     demo = _demo_input(options, prepared.info)
     project_dir = Path(options.project_dir or last_build.DEFAULT_ROOT / board.id)
-    planned, choice = memory_plan.plan_model(prepared, board, options.memory_plan,
+    # A debug-layers firmware keeps every tensor (a linear plan): no offline plan applies.
+    plan_mode = "off" if options.debug_layers else options.memory_plan
+    planned, choice = memory_plan.plan_model(prepared, board, plan_mode,
                                              quantize=options.quantize, tflm_root=tflm_root,
                                              strict=True, force=options.force)
     inputs = firmware.FirmwareInputs(
         board=board, model=planned.data, info=planned.info, ops=planned.ops,
         resolver=planned.resolver, arena=planned.arena, labels=labels, demo_input=demo,
-        tflm_source=tflm_root, memory_plan=choice.to_json(stable=True), profile=options.profile)
+        tflm_source=tflm_root, memory_plan=choice.to_json(stable=True), profile=options.profile,
+        debug_layers=options.debug_layers)
     # The project as it was, for the report: the arena measurement may write it first.
     before = writer.plan(project_dir, firmware.project_files(inputs), overwrite=options.overwrite)
     chosen = memory_plan.settle(
@@ -143,6 +149,8 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
     measure_in = project_dir if board.id == device_arena.MEASURE_BOARD else None
     plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in,
                                overwrite=options.overwrite, downloads_in=project_dir)
+    if options.debug_layers:
+        plan = arena_mod.preserving_all_tensors(plan, prepared.data, prepared.info.name)
     prepared.arena = plan
     prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
                                 arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes,

@@ -54,6 +54,7 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
         "resolver_methods": {op.name: op.method for op in prepared.ops},
         "unsupported_ops": prepared.unsupported_ops,
         "unsupported_features": prepared.unsupported_features,
+        "known_differences": [found.to_json() for found in prepared.known_differences],
         "host_run": {"ok": prepared.host_error is None, "error": prepared.host_error,
                      "reference": prepared.reference.to_json() if prepared.reference else None},
         "arena_bytes": shown.arena.arena_bytes if shown.arena else None,
@@ -115,6 +116,13 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"WRONG on {report['tflm']}: {feature}")
     if report["host_run"].get("reference"):
         lines.append(f"reference  {report['host_run']['reference']['description']}")
+    wheel = (report["host_run"].get("reference") or {}).get("kind") == "wheel"
+    for found in report.get("known_differences", []):
+        lines.append(f"{'DIFFERS' if wheel else 'differs':<10} op {found['index']} "
+                     f"{found['op']} ({found['dtype']}): its kernel in {report['tflm']} is "
+                     f"not the wheel's (up to {found['max_lsb']} LSB measured)"
+                     + ("; the wheel is the reference here, --tflm compares with the "
+                        "board's own" if wheel else ""))
     if not report["host_run"]["ok"]:
         lines.append("host TFLM  FAILED:")
         lines.extend(f"  {line}" for line in report["host_run"]["error"].splitlines())

@@ -26,13 +26,15 @@ import numpy as np
 from .. import units
 from ..device import protocol
 from ..device.conversation import Conversation, require_started, wait_for_boot
-from ..errors import CalibrationError, DeviceError, ValidationFailed
+from ..errors import CalibrationError, DeviceError, ProjectError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 10.0
 DEFAULT_RANDOM_SAMPLES = 32
 DEFAULT_MAX_ABS_FLOAT = 1e-4
+SHOWN_MISMATCHES = 5     # in the text report; --json keeps 20
+SHOWN_VALUES = 16        # longer vectors are cut in the text report, the cut marked
 _NUMPY_TYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "int32": np.int32,
                 "float32": np.float32}
 
@@ -54,14 +56,32 @@ class ValidationReport:
     mismatches: list[dict] = field(default_factory=list)
     # Results whose outputs do not match BOOT's specs (missing, or fewer or more values).
     malformed: int = 0
+    # Samples with a difference; `mismatches` keeps the first 20 of them.
+    mismatches_total: int = 0
+    # The firmware's outputs as its BOOT describes them (dtype, shape, quantization).
+    outputs: list[dict] = field(default_factory=list)
+    # How a model with state was stepped: {"reset": true, "steps": N} (None without state).
+    sequence: dict | None = None
+    # validate --layers: the layer report of one sample (flows/layer_report.py).
+    layers: dict | None = None
+    layer_lines: list[str] = field(default_factory=list, repr=False)  # text of `layers`
+    # The model's operators whose kernel is known to differ from the wheel's (board data).
+    known_differences: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["layer_lines"]
+        return data
 
     def lines(self) -> list[str]:
         lines = [f"samples        {units.count(self.samples)} (reference: {self.reference})",
                  f"exact matches  {units.count(self.exact_matches)} of "
                  f"{units.count(self.samples)}"]
+        for number, spec in enumerate(self.outputs):
+            lines.append(f"output {number}       {_spec_text(spec)}")
+        if self.sequence:
+            lines.append(f"state          RESET, then the {units.count(self.sequence['steps'])} "
+                         "inputs in order; the host steps one interpreter in lockstep")
         if self.malformed:
             lines.append(f"malformed      {units.count(self.malformed)} results with missing or "
                          "short outputs (not as BOOT's out= specs say)")
@@ -75,15 +95,39 @@ class ValidationReport:
         lines.append(f"latency        min {units.micros(latency['min'])}, median "
                      f"{units.micros(latency['median'])}, max {units.micros(latency['max'])} "
                      "(on the device)")
-        for mismatch in self.mismatches[:5]:
+        shown = self.mismatches[:SHOWN_MISMATCHES]
+        if shown:
+            lines.append(f"mismatches     {len(shown)} shown of {self.mismatches_total}")
+        for mismatch in shown:
             if "problem" in mismatch:
                 lines.append(f"  sample {mismatch['sample']}: {mismatch['problem']}")
                 continue
             lines.append(f"  sample {mismatch['sample']} output {mismatch['output']}: device "
-                         f"{mismatch['device'][:8]} host {mismatch['host'][:8]}")
+                         f"{vector_text(mismatch['device'])} host "
+                         f"{vector_text(mismatch['host'])}")
+        lines.extend(self.layer_lines)
         lines.append("PASS" if self.passed else "FAIL: the board differs from the host beyond "
                      "the tolerance")
         return lines
+
+
+def vector_text(values: list) -> str:
+    """A vector shown whole up to SHOWN_VALUES values, else its head with the cut marked."""
+    if len(values) <= SHOWN_VALUES:
+        return "[" + ", ".join(map(_number, values)) + "]"
+    head = ", ".join(map(_number, values[:SHOWN_VALUES]))
+    return f"[{head}, … {len(values) - SHOWN_VALUES} more of {len(values)}]"
+
+
+def _number(value) -> str:
+    return format(value, ".7g") if isinstance(value, float) else str(value)
+
+
+def _spec_text(spec: dict) -> str:
+    shape = "x".join(map(str, spec["shape"]))
+    if not spec["scale"]:
+        return f"{spec['dtype']}[{shape}]"
+    return f"{spec['dtype']}[{shape}] scale {spec['scale']:.7g} zero point {spec['zero_point']}"
 
 
 class Reference:
@@ -99,9 +143,12 @@ class Reference:
 class ModelReference(Reference):
     """A host TFLM runtime running the same .tflite (flows/reference.py picks which)."""
 
-    def __init__(self, model: bytes, model_name: str, output_count: int, runtime=None):
+    def __init__(self, model: bytes, model_name: str, output_count: int, runtime=None,
+                 stateful: bool = False):
         from ..model.reference import WheelRuntime
         self.model, self.model_name, self.output_count = model, model_name, output_count
+        # Resource variables: the inputs are a sequence, stepped from the initial state.
+        self.stateful = stateful
         self.runtime = runtime or WheelRuntime()
         self.name = self.runtime.description
 
@@ -164,8 +211,13 @@ def random_samples(spec: protocol.TensorSpec, count: int, seed: int) -> list[np.
 
 def run(conversation: Conversation, boot: protocol.Boot, samples: list[np.ndarray],
         reference: Reference, *, max_lsb: int = 0,
-        max_abs: float = DEFAULT_MAX_ABS_FLOAT) -> ValidationReport:
-    """Send every sample, compare the answers with `reference`, and report."""
+        max_abs: float = DEFAULT_MAX_ABS_FLOAT, reset: bool = False) -> ValidationReport:
+    """Send every sample, compare the answers with `reference`, and report.
+
+    `reset`: a model with state (resource variables). The device is sent RESET first, so
+    that it starts from the model's initial state as the host's new interpreter does, and
+    the samples are a sequence both step through in order.
+    """
     if len(boot.inputs) != 1:
         raise DeviceError("validate supports firmware with exactly one input tensor",
                           hint="give models with several inputs to `tinyforge monitor`; "
@@ -177,10 +229,16 @@ def run(conversation: Conversation, boot: protocol.Boot, samples: list[np.ndarra
     spec = boot.inputs[0]
     batch = [[np.asarray(s, dtype=_NUMPY_TYPES[spec.dtype]).reshape(spec.shape)]
              for s in samples]
+    if reset:
+        from .layer_report import reset_device
+        reset_device(conversation, 0)
     device = [_ask(conversation, seq, inputs[0], boot.max_line)
               for seq, inputs in enumerate(batch)]
     expected = reference.outputs(batch)
-    return _compare(device, expected, boot, reference.name, max_lsb, max_abs)
+    report = _compare(device, expected, boot, reference.name, max_lsb, max_abs)
+    if reset:
+        report.sequence = {"reset": True, "steps": len(batch)}
+    return report
 
 
 def _ask(conversation: Conversation, seq: int, values: np.ndarray,
@@ -220,14 +278,16 @@ def _compare(device: list[protocol.Result], expected: list[list[np.ndarray]],
                     f"the firmware's BOOT says output {output} has {len(values.f)} values; "
                     f"the model's has {host.size}",
                     hint="flash the last build first: `tinyforge flash`")
-            host_float = _dequantize(host, spec)
-            abs_diffs.extend(np.abs(np.asarray(values.f) - host_float).tolist())
             if values.q is not None:
                 diff = np.abs(np.asarray(values.q, dtype=np.int64) - host.astype(np.int64))
                 lsb_diffs.extend(diff.tolist())
+                # From the integers: identical outputs differ by exactly 0, whatever the
+                # rounding of the floats the device printed.
+                abs_diffs.extend((diff * (spec.scale or 1.0)).tolist())
                 differs = bool(diff.any())
             else:  # a float output: no LSB, compare values
-                diff = np.abs(np.asarray(values.f) - host_float)
+                diff = np.abs(np.asarray(values.f) - _dequantize(host, spec))
+                abs_diffs.extend(diff.tolist())
                 float_diffs.extend(diff.tolist())
                 differs = bool(np.any(diff > max_abs))
             if differs:
@@ -251,7 +311,10 @@ def _compare(device: list[protocol.Result], expected: list[list[np.ndarray]],
         latency_us={"min": min(latencies), "median": statistics.median(latencies),
                     "max": max(latencies)},
         max_lsb_allowed=max_lsb, max_abs_allowed=max_abs, passed=passed,
-        reference=reference_name, mismatches=mismatches[:20], malformed=malformed)
+        reference=reference_name, mismatches=mismatches[:20], malformed=malformed,
+        mismatches_total=len(mismatches),
+        outputs=[{"dtype": o.dtype, "shape": list(o.shape), "scale": o.scale,
+                  "zero_point": o.zero_point} for o in boot.outputs])
 
 
 def output_problem(result: protocol.Result, specs: list[protocol.TensorSpec]) -> str | None:
@@ -282,39 +345,83 @@ def check(report: ValidationReport) -> None:
             hint="the firmware is not the one built for this model, or it is broken: build "
                  "and flash again (`tinyforge build`, `tinyforge flash`); `tinyforge monitor "
                  "--json` shows its raw results")
+    layers = report.layers
+    if layers is not None and not layers["passed"]:
+        first = layers["first_divergence"]
+        raise ValidationFailed(
+            f"the layer report of sample {layers['sample']} differs first at op "
+            f"{first['index']} {first['op']} (output {first['output']} "
+            f"{first['output_shape']} {first['dtype']}"
+            + (f", max {first['max_lsb']} LSB)" if first["max_lsb"] is not None else ")"),
+            hint=_layers_hint(report))
     if not report.passed:
         raise ValidationFailed(
             f"{report.samples - report.exact_matches} of {report.samples} samples differ "
-            f"from the host beyond the tolerance (max {report.max_lsb} LSB, allowed "
-            f"{report.max_lsb_allowed})",
+            f"from the host beyond the tolerance ({_measured_text(report)})",
             hint=_failure_hint(report))
 
 
-def _failure_hint(report: ValidationReport) -> str:
-    tolerance = f"--max-lsb {report.max_lsb}" if report.max_lsb else "--max-abs"
+def _measured_text(report: ValidationReport) -> str:
+    parts = []
+    if report.max_lsb is not None:
+        parts.append(f"max {report.max_lsb} LSB, allowed {report.max_lsb_allowed}")
+    if report.max_lsb is None or report.max_lsb <= report.max_lsb_allowed:
+        parts.append(f"max {report.max_abs:.3g} after dequantization, allowed "
+                     f"{report.max_abs_allowed:.3g}")
+    return "; ".join(parts)
+
+
+def _layers_hint(report: ValidationReport) -> str:
     if report.reference.startswith("tflite-micro wheel"):
+        return ("the reference is the tflite-micro wheel, whose kernels are not the board's: "
+                "give the board's TFLM tree (--tflm PATH) to compare with its own kernels")
+    return ("the host runs the board's own TFLM and kernels, so this operator computes "
+            "differently on the board: check the board runs the last build (`tinyforge "
+            "flash`); the ops after it see its output and usually differ too")
+
+
+def _failure_hint(report: ValidationReport) -> str:
+    """What to do, for the difference measured: the tolerance it would take is the one
+    measured, never a fixed 1 LSB."""
+    if report.max_lsb is not None and report.max_lsb > report.max_lsb_allowed:
+        tolerance = f"--max-lsb {report.max_lsb}"
+    else:
+        tolerance = f"--max-abs {float(f'{report.max_abs * 1.01:.2g}'):g}"
+    layers = ("`tinyforge build --debug-layers` then `tinyforge validate --layers` names the "
+              "first operator that differs")
+    if report.reference.startswith("tflite-micro wheel"):
+        known = (f" ({', '.join(report.known_differences)} in this model)"
+                 if report.known_differences else "")
         return ("the reference is the tflite-micro wheel, not the board's TFLM, and their "
-                "kernels differ on some ops: give the board's TFLM tree (--tflm PATH) to "
-                f"compare with its own kernels, or pass {tolerance} if that is acceptable")
+                f"kernels differ on some ops{known}: give the board's TFLM tree (--tflm PATH) to "
+                f"compare with its own kernels; {layers}; or pass {tolerance} to accept a "
+                "difference this large")
     return ("the reference is the board's own TFLM and kernels compiled for the host, so "
             "this is not a kernel-version difference: check that the board runs the last "
-            f"build (`tinyforge flash`); pass {tolerance} to accept it")
-
+            f"build (`tinyforge flash`); {layers}; pass {tolerance} to accept it")
 
 
 def validate_last_build(*, project_dir: Path | None = None, board_id: str | None = None,
                         port: str | None = None, data: Path | None = None,
                         random_count: int | None = None, seed: int = 0, max_lsb: int = 0,
                         max_abs: float = DEFAULT_MAX_ABS_FLOAT, ask=None,
-                        tflm: Path | None = None, reference: str = "auto") -> ValidationReport:
+                        tflm: Path | None = None, reference: str = "auto",
+                        layers: int | None = None) -> ValidationReport:
     """Validate the firmware of the last build (a board, or QEMU for emulated boards).
 
-    `tflm` and `reference` choose the host reference (flows/reference.py).
+    `tflm` and `reference` choose the host reference (flows/reference.py). `layers`: the
+    sample whose every operator output is compared too (a `build --debug-layers` firmware,
+    flows/layer_report.py).
     """
     from ..device.sources import source_for
     from ..project import last_build
 
     build = last_build.find(project_dir, board_id)
+    if layers is not None and not build.manifest.get("debug_layers"):
+        raise ProjectError(
+            f"the last build ({build.project_dir}) has no layer report",
+            hint="build a debug firmware first: `tinyforge build --debug-layers` with the "
+                 "same options, then `tinyforge flash` for a board")
     # Chosen (and compiled, the first time) before the device is opened.
     runtime = _host_reference(build, tflm, reference)
     source = source_for(build.board, build.elf, port, ask=ask)
@@ -330,12 +437,45 @@ def validate_last_build(*, project_dir: Path | None = None, board_id: str | None
             samples = samples_from_file(data, spec)
         else:
             samples = random_samples(spec, random_count or DEFAULT_RANDOM_SAMPLES, seed)
+        stateful = isinstance(reference, ModelReference) and reference.stateful
         # The report's first line names the reference: said once, there.
         log.info("validating %s inputs...", units.count(len(samples)))
-        return last_build.save_validation(build, run(
-            conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs))
+        report = run(conversation, boot, samples, reference, max_lsb=max_lsb, max_abs=max_abs,
+                     reset=stateful)
+        report.known_differences = _known_differences(reference, build.board)
+        if layers is not None:
+            layer_report = _layer_report(conversation, boot, samples, layers, reference,
+                                         max_lsb)
+            report.layers, report.layer_lines = layer_report.to_json(), layer_report.lines()
+        return last_build.save_validation(build, report)
     finally:
         source.close(link)
+
+
+def _known_differences(reference, board) -> list[str]:
+    if not isinstance(reference, ModelReference):
+        return []
+    from ..model import known_differences
+    return [found.describe() for found in known_differences.find(
+        reference.model, board.tflm["library"], board.tflm["version"])]
+
+
+def _layer_report(conversation, boot, samples, index: int, reference, max_lsb: int):
+    from . import layer_report
+
+    if not isinstance(reference, ModelReference):
+        raise ProjectError("the self-test firmware has no layers",
+                           hint="build a model with `tinyforge build --debug-layers`")
+    if not 0 <= index < len(samples):
+        raise CalibrationError(f"--layers {index}: there are {len(samples)} samples (0 to "
+                               f"{len(samples) - 1})", hint="give a sample index in range")
+    spec = boot.inputs[0]
+    inputs = np.asarray(samples[index], dtype=_NUMPY_TYPES[spec.dtype]).reshape(spec.shape)
+    # Its own seq after the sequence's; RESET first, so a model with state starts where the
+    # host's new interpreter does.
+    return layer_report.compare(conversation, boot, index, inputs, reference.model,
+                                reference.model_name, reference.runtime, max_lsb=max_lsb,
+                                seq=len(samples) + index)
 
 
 def _host_reference(build, tflm: Path | None, choice: str):
@@ -356,4 +496,5 @@ def _reference_for(boot: protocol.Boot, build, runtime=None) -> Reference:
             hint="flash the last build first: `tinyforge flash`")
     from ..model.reader import read_model_file
     model, info = read_model_file(build.model_path)
-    return ModelReference(model, build.manifest["model"]["name"], len(info.outputs), runtime)
+    return ModelReference(model, build.manifest["model"]["name"], len(info.outputs), runtime,
+                          stateful=info.resource_variables > 0)

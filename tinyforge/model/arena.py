@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from .. import units
@@ -117,6 +117,28 @@ def plan_from_device(device: ArenaMeasurement, host: ArenaMeasurement | None) ->
         note=(f"measured on the emulated Cortex-M4 (qemu-m4): minimum "
               f"{units.size(device.minimum_bytes)} + margin {units.size(margin)} "
               f"({DEVICE_MARGIN_FRACTION:.0%} + {units.size(DEVICE_MARGIN_BYTES)})"))
+
+
+# TFLM's LinearMemoryPlanner holds 1,024 offsets (size_t) and a few counters; a debug build
+# puts it in the arena's persistent tail (8 bytes per offset covers a 64-bit host too).
+LINEAR_PLANNER_BYTES = 1024 * 8 + 64
+
+
+def preserving_all_tensors(plan: ArenaPlan, model: bytes, model_name: str) -> ArenaPlan:
+    """The arena of a debug build (`build --debug-layers`), whose planner gives every tensor
+    and scratch buffer a place of its own so that all of them can be read after an inference:
+    the plan's arena plus every planned buffer laid end to end plus the planner (an upper
+    bound: the plan's own head is counted twice)."""
+    from . import memory
+    from .memory_report import BOARD_KERNELS
+
+    graph = memory.analyze(model, model_name, kernels=BOARD_KERNELS)
+    linear = sum(buffer.size for buffer in graph.buffers())
+    extra = align(linear + LINEAR_PLANNER_BYTES)
+    return replace(plan, arena_bytes=plan.arena_bytes + extra,
+                   note=f"{plan.note}; + {units.size(extra)} for the debug build's layer "
+                        f"report (every tensor kept: {units.size(linear)} of buffers and "
+                        f"the linear planner)")
 
 
 def measure_on_host(model: bytes, model_name: str, runtime=None) -> ArenaMeasurement:

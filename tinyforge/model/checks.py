@@ -7,7 +7,7 @@ recorded so that one report shows all the problems).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..board import profiles
@@ -37,6 +37,8 @@ class PreparedModel:
     host_error: str | None = None
     conversion: dict | None = None
     reference: HostRuntime | None = None  # the host TFLM the dry run and arena ran on
+    # Operators whose kernel in the board's TFLM is known to differ from the wheel's.
+    known_differences: list = field(default_factory=list)
 
 
 def prepare(data: bytes, name: str, board: profiles.Board, *, quantize: str = "int8",
@@ -58,6 +60,7 @@ def prepare(data: bytes, name: str, board: profiles.Board, *, quantize: str = "i
     prepared = PreparedModel(data, info, table, ops, unsupported,
                              compat.unsupported_features(info, board),
                              reference=runtime_for_tree(tflm_root, board=board))
+    prepared.known_differences = _known_differences(prepared, board)
     try:
         # The measurement's first run is the dry run: a model TFLM cannot run fails there,
         # with TFLM's own words (fp16 weights, a missing kernel, ...).
@@ -76,6 +79,23 @@ def prepare(data: bytes, name: str, board: profiles.Board, *, quantize: str = "i
         elif not force:
             fit.check(prepared.fit, board, name)
     return prepared
+
+
+def _known_differences(prepared: PreparedModel, board: profiles.Board) -> list:
+    """The model's operators known to compute differently on the board than on the wheel;
+    a warning when the wheel is the reference, since `validate` would then differ there."""
+    from . import known_differences
+
+    found = known_differences.find(prepared.data, board.tflm["library"], board.tflm["version"])
+    if found and prepared.reference is not None and prepared.reference.kind == "wheel":
+        log.warning("warning: %s uses %s, whose kernel in %s %s computes differently from "
+                    "the reference's (%s; up to %d LSB measured in a model's output): "
+                    "`validate` may differ there; give the board's TFLM tree (--tflm PATH) "
+                    "to compare with its own kernels", prepared.info.name,
+                    ", ".join(f.describe() for f in found), board.tflm["library"],
+                    board.tflm["version"], prepared.reference.label,
+                    max(f.difference.max_lsb for f in found))
+    return found
 
 
 def resolver_table(board: profiles.Board, tflm_root: Path | None) -> ResolverTable:

@@ -19,8 +19,10 @@ from .reader import ModelInfo
 # runs it anyway, so it is checked here.
 TFLM_SCHEMA_VERSION = 3
 
-# Tensor types the int8 firmware path expects at the model's edges.
-INTEGER_IO_TYPES = ("int8",)
+# Tensor types the firmware can feed and read at the model's edges (docs/protocol.md tensor
+# specs). An int8 model may have uint8 or int16 edges (microWakeWord: int8 in, uint8 out):
+# TFLM runs such models, and the firmware and validate handle every integer type here.
+INTEGER_IO_TYPES = ("int8", "uint8", "int16")
 FLOAT_IO_TYPES = ("float32",)
 
 
@@ -59,20 +61,35 @@ def check_ops(info: ModelInfo, table: ResolverTable, board_id: str) -> list[Reso
 
 
 def check_io_types(info: ModelInfo, quantize: str) -> None:
-    """int8 firmware wants int8 inputs and outputs; a float model there is a mistake."""
+    """The firmware feeds int8, uint8 and int16 edges of an integer model (and float32 ones
+    with --quantize float32); anything else is refused with a hint for this model."""
     edges = [("input", t) for t in info.inputs] + [("output", t) for t in info.outputs]
     allowed = INTEGER_IO_TYPES if quantize == "int8" else INTEGER_IO_TYPES + FLOAT_IO_TYPES
-    wrong = [f"{kind} '{t.name}' is {t.dtype}" for kind, t in edges if t.dtype not in allowed]
+    wrong = [(kind, t) for kind, t in edges if t.dtype not in allowed]
     if not wrong:
         return
-    if quantize == "int8":
+    listed = "; ".join(f"{kind} '{t.name}' is {t.dtype}" for kind, t in wrong)
+    floats = [t for _, t in wrong if t.dtype in FLOAT_IO_TYPES]
+    if quantize == "int8" and len(floats) == len(wrong):
         raise ModelTypeError(
-            f"{info.name} is not a full-integer int8 model: " + "; ".join(wrong),
-            hint="give the Keras/SavedModel model with --calibration so tinyforge quantizes it, "
-                 "or pass --quantize float32 to build the float model as it is")
-    raise ModelTypeError(f"{info.name} has tensor types the firmware cannot feed: "
-                         + "; ".join(wrong),
-                         hint="inputs and outputs must be int8 or float32")
+            f"{info.name} has float edges where an integer model is required: {listed}",
+            hint=_float_edges_hint(info))
+    raise ModelTypeError(
+        f"{info.name} has tensor types the firmware cannot feed or read: {listed}",
+        hint="the firmware's inputs and outputs are " + ", ".join(allowed) + "; convert the "
+             "model with integer inputs and outputs (TFLiteConverter's inference_input_type "
+             "and inference_output_type: tf.int8, tf.uint8 or tf.int16)")
+
+
+def _float_edges_hint(info: ModelInfo) -> str:
+    if "int8" in info.dtypes:
+        # Quantized inside, float at the edges (QUANTIZE/DEQUANTIZE): only the edges need
+        # converting.
+        return ("the model computes in integers but takes or returns float32: convert it "
+                "again with inference_input_type/inference_output_type = tf.int8 (or "
+                "tf.uint8/tf.int16), or pass --quantize float32 to build it as it is")
+    return ("give the Keras/SavedModel model with --calibration so tinyforge quantizes it, "
+            "or pass --quantize float32 to build the float model as it is")
 
 
 def per_channel_fc_supported(board: Board) -> bool:

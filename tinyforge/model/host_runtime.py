@@ -60,8 +60,11 @@ def _invoke(model: bytes, arena_size: int, inputs: list[np.ndarray] | None):
 
 
 def _run_batch(model: bytes, arena_size: int, batch: list[list[np.ndarray]],
-               output_count: int):
-    """The outputs for each inputs of `batch`, one by one (streamed back by isolated.py)."""
+               output_count: int, reset_between: bool = True):
+    """The outputs for each inputs of `batch`, one by one (streamed back by isolated.py).
+
+    `reset_between=False` keeps a model's state from one input to the next, as the firmware
+    does: a streaming model then steps through `batch` as a sequence."""
     interpreter = _interpreter(model, arena_size)
     for inputs in batch:
         for index, data in enumerate(inputs):
@@ -70,7 +73,8 @@ def _run_batch(model: bytes, arena_size: int, batch: list[list[np.ndarray]],
                 np.asarray(data, dtype=details["dtype"]).reshape(details["shape"]), index)
         interpreter.invoke()
         yield [np.array(interpreter.get_output(i)) for i in range(output_count)]
-        interpreter.reset()
+        if reset_between:
+            interpreter.reset()
 
 
 def _allocation_report(model: bytes, arena_size: int) -> bool:

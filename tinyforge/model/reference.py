@@ -102,8 +102,8 @@ class HostRuntime:
                 f"the host TFLM runtime ({self.label}) failed recording the layers of "
                 f"{model_name}: {result.describe_failure()}",
                 details=host_runtime.tflm_diagnostics(result.output),
-                hint="run with -v for the runtime's own output; the model's final outputs "
-                     "can still be compared (`tinyforge validate`)")
+                hint="TFLM's own words are above; `tinyforge inspect MODEL` runs the model "
+                     "once on the same reference")
         return result.value
 
     def _call(self, target, *args) -> IsolatedResult:
@@ -299,8 +299,10 @@ def _tree_layers(path, model, inputs, variables) -> list[LayerOutput]:
 
 
 def _wheel_batch(model, batch, output_count) -> list[list[np.ndarray]]:
+    # No reset between inputs, like the tree's batch and the firmware: a model with state
+    # steps through the batch in order from a new interpreter's initial state.
     return host_runtime._run_batch(model, host_runtime.generous_arena(len(model)), batch,
-                                   output_count)
+                                   output_count, reset_between=False)
 
 
 def _wheel_layers(model, inputs) -> list[LayerOutput]:

@@ -39,6 +39,8 @@ class FirmwareInputs:
     # for firmware no plan was considered for (the arena measurement's).
     memory_plan: dict | None = None
     profile: bool = False        # the per-op profiler and PROF messages (build --profile)
+    # A debug build for `validate --layers`: every tensor kept, LAYERS and TENSOR answered.
+    debug_layers: bool = False
 
 
 def project_files(inputs: FirmwareInputs) -> dict[str, bytes]:
@@ -69,6 +71,7 @@ def manifest(inputs: FirmwareInputs) -> dict:
         "labels": inputs.labels,
         "demo_input": inputs.demo_input is not None,
         "memory_plan": inputs.memory_plan,
+        "debug_layers": inputs.debug_layers,
     }
 
 
@@ -103,6 +106,7 @@ def _context(inputs: FirmwareInputs) -> dict:
         "resolver_origin": _origin(inputs.resolver),
         "arena": inputs.arena,
         "resource_variables": info.resource_variables,
+        "debug_layers": inputs.debug_layers,
         "inputs": [_tensor_context(t) for t in info.inputs],
         "outputs": [_tensor_context(t) for t in info.outputs],
         "input_bytes": input_bytes,

@@ -247,6 +247,32 @@ void AnswerProbe() {
   if (!ready) Fail(startup_failure.code, startup_failure.status, startup_failure.text);
 }
 
+// RESET seq=N: a new interpreter on the whole arena, so a streaming model starts
+// again from its initial state (TFLM's Reset() zeroes resource variables and
+// does not run CALL_ONCE again, docs/reference.md). Answers RESET seq=N
+// status=ok, or the setup failure.
+void AnswerReset() {
+  const int64_t seq = tfproto::RequestSeq(parser);
+  if (seq == tfproto::kNoSeq) {
+    tfproto::WriteError(Write, seq, tfproto::kErrBadMessage, 0, "RESET needs seq=N");
+    return;
+  }
+  if (ready) {
+    assembler.Abandon(Write, "RESET rebuilt the interpreter");
+    ready = BuildInterpreter();
+  }
+  if (!ready) {
+    tfproto::WriteError(Write, seq, startup_failure.code, startup_failure.status,
+                        startup_failure.text);
+    return;
+  }
+  tfproto::MessageWriter writer(Write);
+  writer.Begin("RESET");
+  writer.UInt("seq", static_cast<uint32_t>(seq));
+  writer.Text("status", "ok");
+  writer.End();
+}
+
 void HandleMessage() {
   const char* type = parser.type();
   if (strcmp(type, "HELLO") == 0) {
@@ -267,6 +293,9 @@ void HandleMessage() {
   } else if (strcmp(type, "PROBE") == 0) {
     host_sent_input = true;  // a firmware being measured: demo results would be noise
     AnswerProbe();
+  } else if (strcmp(type, "RESET") == 0) {
+    host_sent_input = true;  // the host steps the model: no demo inference in between
+    AnswerReset();
   } else {
     Fail(tfproto::kErrUnknownType, kTfLiteOk, type);
   }

@@ -11,6 +11,10 @@ constexpr int kTensorArenaSize = 5136;
 // One per VAR_HANDLE op: streaming models keep state in resource variables.
 constexpr int kResourceVariableCount = 0;
 
+// 1 in a debug build (`tinyforge build --debug-layers`): the firmware keeps every
+// tensor and answers LAYERS and TENSOR (layer_report.h, docs/protocol.md).
+#define TINYFORGE_DEBUG_LAYERS 0
+
 constexpr uint32_t kSerialBaud = 115200;
 // The longest host message the firmware reads (without its line end). The same
 // for every model: inputs that do not fit one IN line arrive in chunks.
