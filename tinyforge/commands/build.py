@@ -30,6 +30,14 @@ def register(subparsers, parents) -> None:
                         help="where the arena size is measured: on the emulated Cortex-M4 "
                              "when it can be built (auto, the default), always on the host, "
                              "or required on the device (docs/arena.md)")
+    parser.add_argument("--input", choices=("host", "imu", "microphone"),
+                        help="where the model's input comes from: sent over serial (host, the "
+                             "default), or the board's IMU or microphone through the sensor "
+                             "pipeline (docs/pipeline.md; default: tinyforge.toml's "
+                             "pipeline.input)")
+    parser.add_argument("--config", type=Path,
+                        help="the pipeline's tinyforge.toml (default: the one beside the model "
+                             "or in the project)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="stop after rendering and checks")
     parser.add_argument("--force", action="store_true",
@@ -48,7 +56,8 @@ def run(args) -> int:
         board=args.board, model=args.model, calibration=args.calibration,
         labels=args.labels, demo_input=args.demo_input, quantize=args.quantize,
         project_dir=args.project_dir, tflm=args.tflm, compile=args.compile,
-        force=args.force, overwrite=args.overwrite, arena=args.arena)
+        force=args.force, overwrite=args.overwrite, arena=args.arena,
+        input=args.input, config=args.config)
     result = build.build(options)
     if args.json:
         jsonout.emit(result.to_json())
@@ -69,6 +78,9 @@ def summary_lines(result) -> list[str]:
     for line in (model.conversion or {}).get("summary", []):
         lines.append(f"convert   {line}")
     lines.append(f"arena     {units.size(model.arena.arena_bytes)} ({model.arena.note})")
+    pipeline = result.pipeline_json()
+    if pipeline["input"] != "host":
+        lines.append(f"pipeline  {pipeline['summary']}")
     if model.reference:
         lines.append(f"host      dry run and arena on the {model.reference.description}")
     lines.extend(f"estimate  {line}" for line in model.fit.lines())

@@ -48,6 +48,10 @@ class BuildOptions:
     force: bool = False
     overwrite: bool = False
     arena: str = "auto"   # "auto", "host" or "device" (docs/arena.md)
+    # The sensor pipeline: host, imu or microphone (None: tinyforge.toml's, else host), and
+    # its tinyforge.toml (None: the one beside the model or in the project, docs/pipeline.md).
+    input: str | None = None
+    config: Path | None = None
 
 
 @dataclass
@@ -58,6 +62,7 @@ class BuildResult:
     plan: writer.RenderPlan
     labels: list[str]
     build: pio.BuildReport | None = None
+    pipeline: object | None = None   # tinyforge.pipeline.Pipeline
 
     def to_json(self) -> dict:
         model = self.model
@@ -71,8 +76,17 @@ class BuildResult:
             "fit": model.fit.to_json() if model.fit else None,
             "conversion": model.conversion,
             "files": self.plan.actions,
+            "pipeline": self.pipeline_json(),
             "build": self.build.to_json() if self.build else None,
         }
+
+
+    def pipeline_json(self) -> dict:
+        from ..pipeline.settings import summary
+
+        if self.pipeline is None or self.pipeline.kind == "host":
+            return {"input": "host"}
+        return dict(self.pipeline.to_json(), summary=summary(self.pipeline))
 
 
 def build(options: BuildOptions) -> BuildResult:
@@ -92,10 +106,12 @@ def build(options: BuildOptions) -> BuildResult:
     _check_labels(labels, labels_path, prepared.info)
     demo = _demo_input(options, prepared.info)
     project_dir = Path(options.project_dir or last_build.DEFAULT_ROOT / board.id)
+    pipeline = _pipeline(options, board, prepared.info, source, project_dir)
     inputs = firmware.FirmwareInputs(
         board=board, model=data, info=prepared.info, ops=prepared.ops,
         resolver=prepared.resolver, arena=prepared.arena, labels=labels, demo_input=demo,
-        tflm_source=tflm_root)
+        tflm_source=tflm_root, pipeline=pipeline,
+        pipeline_config=pipeline.source.read_bytes() if pipeline.source else None)
     # The project as it was, for the report: the arena measurement may write it first.
     before = writer.plan(project_dir, firmware.project_files(inputs), overwrite=options.overwrite)
     _device_arena(prepared, board, tflm_root, options, project_dir, len(demo or b""))
@@ -104,7 +120,7 @@ def build(options: BuildOptions) -> BuildResult:
     plan = writer.write(project_dir, files, firmware.manifest(inputs), overwrite=options.overwrite)
     plan.actions = writer.actions_since(before, files, plan)
     last_build.record(project_dir)  # flash, monitor and validate use it without --project-dir
-    result = BuildResult(project_dir, board, prepared, plan, labels)
+    result = BuildResult(project_dir, board, prepared, plan, labels, pipeline=pipeline)
     core_dir = pio.core_dir_for(board)
     pio.validate_project(project_dir, core_dir)
     if options.compile:
@@ -113,6 +129,22 @@ def build(options: BuildOptions) -> BuildResult:
         result.build = pio.build(project_dir, board, core_dir,
                                  on_line=pio.progress_logger("build"))
     return result
+
+
+def _pipeline(options: BuildOptions, board: profiles.Board, info: reader.ModelInfo,
+              source: Path, project_dir: Path):
+    """The sensor pipeline the firmware runs, checked against the board and the model before
+    anything is rendered (a shape no sensor can feed, a sensor the board lacks)."""
+    from ..pipeline import check_pipeline, load_pipeline
+    from ..pipeline.config import find_config
+
+    model_dir = source if source.is_dir() else source.parent
+    config = options.config or find_config(model_dir, project_dir)
+    pipeline = load_pipeline(config, model=info, kind=options.input)
+    check_pipeline(pipeline, board, info)
+    if pipeline.kind != "host":
+        log.info("pipeline: %s (%s)", pipeline.kind, config or "defaults, no tinyforge.toml")
+    return pipeline
 
 
 def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_root: Path | None,
