@@ -32,6 +32,8 @@ class ReplayEvents:
     capacity: int = 0
     lines: int = 0
     seconds: float = 0.0
+    # The firmware's own count of BoardMicros() in the pipeline outside inferences (CREDIT us=).
+    pipeline_us: int | None = None
 
 
 class CreditWindow:
@@ -113,6 +115,8 @@ def _take(event, input_kind: str, window: CreditWindow, events: ReplayEvents,
     """File one event; True when it shows progress."""
     if isinstance(event, protocol.Credit) and event.seq is not None:
         window.on_credit(event.read)
+        if event.extra.get("us", "").isdigit():
+            events.pipeline_us = int(event.extra["us"])
         return True
     if isinstance(event, protocol.Result) and event.src == input_kind:
         events.results.append(event)
