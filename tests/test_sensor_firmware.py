@@ -268,3 +268,43 @@ def test_a_refused_replay_is_a_device_error():
         replay.stream(Conversation(Refusing(64, 64, 6)), "imu", [0] * 12, max_line=512,
                       rate_mhz=119000, stall_timeout=2)
     assert "BAD_MESSAGE" in caught.value.message
+
+
+# --- validate --replay refusals (before any device is opened) --------------------------------
+
+def test_validate_replay_refuses_bad_recordings_before_opening_the_device(tinyforge, tmp_path):
+    import wave
+    project = tmp_path / "imu"
+    tinyforge("build", "--board", "qemu-m4", "--input", "imu", "--project-dir", project,
+              "--no-compile", "--arena", "host", check_rc=0)
+    missing = tmp_path / "no-az.csv"
+    missing.write_text("time_s,ax,ay\n0.0,0.1,0.2\n0.01,0.1,0.2\n")
+    run = tinyforge("validate", "--project-dir", project, "--replay", missing)
+    assert run.returncode == 1, run.stderr
+    assert "az" in run.stderr and "hint:" in run.stderr.lower()
+    # The firmware was never built: nothing got as far as QEMU.
+    assert not (project / ".pio").exists()
+
+    stereo = tmp_path / "stereo.wav"
+    with wave.open(str(stereo), "wb") as writer:
+        writer.setnchannels(2)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+        writer.writeframes(b"\0\0" * 3200)
+    mic = tmp_path / "mic"
+    tinyforge("build", "--board", "qemu-m4", "--input", "microphone", "--model",
+              REPO / "tinyforge/example/gesture_int8.tflite", "--project-dir", mic,
+              "--no-compile", "--arena", "host", check_rc=0)
+    run = tinyforge("validate", "--project-dir", mic, "--replay", stereo)
+    assert run.returncode == 1 and "sox" in run.stderr, run.stderr
+
+
+def test_validate_replay_needs_a_sensor_pipeline(tinyforge, tmp_path):
+    project = tmp_path / "host"
+    tinyforge("build", "--board", "qemu-m4", "--project-dir", project, "--no-compile",
+              "--arena", "host", check_rc=0)
+    recording = tmp_path / "r.csv"
+    recording.write_text("time_s,ax,ay,az\n0.0,0,0,1\n0.01,0,0,1\n")
+    run = tinyforge("validate", "--project-dir", project, "--replay", recording)
+    assert run.returncode == 1
+    assert "has no sensor pipeline" in run.stderr and "--input imu" in run.stderr
