@@ -308,3 +308,19 @@ def test_validate_replay_needs_a_sensor_pipeline(tinyforge, tmp_path):
     run = tinyforge("validate", "--project-dir", project, "--replay", recording)
     assert run.returncode == 1
     assert "has no sensor pipeline" in run.stderr and "--input imu" in run.stderr
+
+
+def test_monitor_shows_decisions_apart_and_emits_them_as_json(tmp_path):
+    import io
+
+    from tinyforge.flows import monitor
+
+    out = io.StringIO()
+    view = monitor._View(monitor.MonitorOptions(labels=["silence", "speech"]), out)
+    view.show(protocol.Decision(17, 1, "", 201, 2690))
+    assert out.getvalue() == (">>> DECISION speech (class 1) score 201/256 = 0.785 at "
+                              "t=2690 ms (inference #17)\n")
+    assert view.summary.decisions == 1
+    assert monitor.to_json(protocol.Decision(17, 1, "speech", 201, 2690)) == {
+        "type": "decision", "seq": 17, "class": 1, "label": "speech", "score": 201,
+        "t": 2690, "extra": {}}

@@ -222,7 +222,7 @@ def compare(events: replay.ReplayEvents, host: HostRun, pipeline, recording: str
         expected = np.asarray(host.outputs[index]).reshape(-1)
         device = _raw_output(result)
         if device is not None and len(device) == expected.size and \
-                np.array_equal(np.asarray(device, dtype=expected.dtype), expected):
+                _same_values(device, expected):
             exact += 1
         else:
             mismatches.append({"what": "inference", "index": index, "device": device,
@@ -263,6 +263,16 @@ def compare(events: replay.ReplayEvents, host: HostRun, pipeline, recording: str
         latency_us={"min": min(latencies), "median": float(np.median(latencies)),
                     "max": max(latencies)},
         passed=passed, mismatches=mismatches[:40])
+
+
+def _same_values(device: list, expected: np.ndarray) -> bool:
+    """Raw integers exactly; float32 outputs as the protocol carries them (7 significant
+    digits: within 5e-7 relative, docs/protocol.md 1.2)."""
+    if expected.dtype.kind != "f":
+        return bool(np.array_equal(np.asarray(device, dtype=np.int64), expected.astype(np.int64)))
+    host = expected.astype(np.float64)
+    return bool(np.all(np.abs(np.asarray(device, dtype=np.float64) - host)
+                       <= 5e-7 * np.abs(host) + 1e-45))
 
 
 def _raw_output(result: protocol.Result):
