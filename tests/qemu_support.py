@@ -14,6 +14,7 @@ import pytest
 from tinyforge import resources, system
 from tinyforge.board import profiles
 from tinyforge.errors import ToolMissingError
+from tinyforge.project import templates
 from tinyforge.toolchain import offline_core, pio, programs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,16 +55,21 @@ def block_network(monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def _is_sensor_source(name: str) -> bool:
+    """Sources only a firmware with a sensor pipeline compiles (they need the pipeline's
+    headers); the renderer leaves them out of other projects the same way."""
+    return f"src/{name}" in (templates.SENSOR_INTERFACE, templates.REPLAY_INTERFACE) or \
+        templates._SENSOR_SOURCE_MARK in name
+
+
 def write_project(project: Path, sketch: str, *, extra_ini: str = "") -> None:
     """A qemu-m4 project: the runtime layer, board_runtime.h, tf_protocol and `sketch`."""
     src = project / "src"
     src.mkdir(parents=True, exist_ok=True)
     for folder in (RUNTIME_DIR, COMMON_DIR):
         for path in folder.iterdir():
-            # The sensor sources belong to firmware with a pipeline (project/templates.py).
-            if "sensors" in path.name or path.name == "board_replay.h":
-                continue
-            shutil.copyfile(path, src / path.name)
+            if not _is_sensor_source(path.name):
+                shutil.copyfile(path, src / path.name)
     (src / "sketch.cpp").write_text(sketch, encoding="utf-8")
     board = profiles.load_board("qemu-m4")
     platform = f"symlink://{resources.platforms_dir() / 'qemu_m4'}"

@@ -187,9 +187,15 @@ struct BootInfo {
 
 void WriteBoot(WriteFn write, const BootInfo& info);
 
+// Adds a sketch's own fields to a message before its CRC (BOOT's pipe=, RES's t=).
+typedef void (*ExtraFieldsFn)(MessageWriter& writer);
+void WriteBoot(WriteFn write, const BootInfo& info, ExtraFieldsFn extra);
+
 // RES: for output i, qi (raw values; not for float32) and fi (dequantized).
 void WriteResult(WriteFn write, uint32_t seq, const char* source, uint32_t micros,
                  const TensorView* outputs, size_t num_outputs);
+void WriteResult(WriteFn write, uint32_t seq, const char* source, uint32_t micros,
+                 const TensorView* outputs, size_t num_outputs, ExtraFieldsFn extra);
 
 // ERR. seq is kNoSeq when the error belongs to no request (sent as "-").
 constexpr int64_t kNoSeq = -1;

@@ -43,6 +43,14 @@ def register(subparsers, parents) -> None:
                         help="a debug firmware that keeps every tensor and reports each "
                              "operator's output, for `tinyforge validate --layers` (a "
                              "bigger arena)")
+    parser.add_argument("--input", choices=("host", "imu", "microphone"),
+                        help="where the model's input comes from: sent over serial (host, the "
+                             "default), or the board's IMU or microphone through the sensor "
+                             "pipeline (docs/pipeline.md; default: tinyforge.toml's "
+                             "pipeline.input)")
+    parser.add_argument("--config", type=Path,
+                        help="the pipeline's tinyforge.toml (default: the one beside the model "
+                             "or in the project)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="stop after rendering and checks")
     parser.add_argument("--force", action="store_true",
@@ -62,7 +70,8 @@ def run(args) -> int:
         labels=args.labels, demo_input=args.demo_input, quantize=args.quantize,
         project_dir=args.project_dir, tflm=args.tflm, compile=args.compile,
         force=args.force, overwrite=args.overwrite, arena=args.arena,
-        memory_plan=args.memory_plan, profile=args.profile, debug_layers=args.debug_layers)
+        memory_plan=args.memory_plan, profile=args.profile, debug_layers=args.debug_layers,
+        input=args.input, config=args.config)
     result = build.build(options)
     if args.json:
         jsonout.emit(result.to_json())
@@ -90,6 +99,9 @@ def summary_lines(result) -> list[str]:
     lines.append(f"arena     {units.size(model.arena.arena_bytes)} ({note})")
     lines.extend(f"{'memory' if n == 0 else '':<9} {line}"
                  for n, line in enumerate(result.memory_plan.lines()))
+    pipeline = result.pipeline_json()
+    if pipeline["input"] != "host":
+        lines.append(f"pipeline  {pipeline['summary']}")
     if model.reference:
         lines.append(f"host      dry run and arena on the {model.reference.description}")
     lines.extend(f"estimate  {line}" for line in model.fit.lines())

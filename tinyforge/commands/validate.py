@@ -27,6 +27,12 @@ def register(subparsers, parents) -> None:
                              "the calibration set")
     source.add_argument("--random", type=positive_int, metavar="N",
                         help="N random inputs over the input's quantized range (default 32)")
+    source.add_argument("--replay", type=Path, metavar="FILE",
+                        help="a recording (WAV for the microphone; CSV, NPY or NPZ for the "
+                             "IMU) streamed through the firmware's sensor pipeline and compared "
+                             "with the host reference of the whole pipeline (docs/pipeline.md)")
+    parser.add_argument("--features", action="store_true",
+                        help="with --replay: also compare the features of every frame")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
     parser.add_argument("--max-lsb", type=non_negative_int, default=0,
                         help="largest allowed difference for integer outputs (default 0)")
@@ -54,6 +60,12 @@ def run(args) -> int:
     from ..errors import ValidationFailed
     from ..flows import validate
 
+    if args.replay is not None:
+        return _replay(args)
+    if args.features:
+        from ..errors import InputError
+        raise InputError("--features compares the frames of a replay",
+                         hint="give the recording with --replay FILE")
     report = validate.validate_last_build(
         project_dir=args.project_dir, board_id=args.board, port=args.port, data=args.data,
         random_count=args.random, seed=args.seed, max_lsb=args.max_lsb,
@@ -65,6 +77,26 @@ def run(args) -> int:
         validate.check(report)
     except ValidationFailed as failure:
         failure.result = report.to_json()   # with --json, printed beside the error
+        raise
+    if args.json:
+        jsonout.emit(report.to_json())
+    return 0
+
+
+def _replay(args) -> int:
+    from .. import jsonout
+    from ..errors import ValidationFailed
+    from ..flows import replay
+
+    report = replay.validate_replay(
+        args.replay, project_dir=args.project_dir, board_id=args.board, port=args.port,
+        features=args.features, tflm=args.tflm, reference=args.reference, ask=port_chooser())
+    if not args.json:
+        print("\n".join(report.lines()))
+    try:
+        replay.check(report)
+    except ValidationFailed as failure:
+        failure.result = report.to_json()
         raise
     if args.json:
         jsonout.emit(report.to_json())

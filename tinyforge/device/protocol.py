@@ -26,6 +26,7 @@ __all__ = [
     "encode_echo", "format_float", "Profile", "PROFILE_UNITS", "parse_profile",
     "LayerChecksum", "TensorChunk", "encode_reset", "encode_layers", "encode_tensor",
     "layer_checksum", "tensor_chunk",
+    "Decision", "Credit", "Features", "encode_replay", "encode_samples", "samples_per_line",
 ]
 
 VERSION = 1
@@ -43,6 +44,8 @@ ERROR_CODES = frozenset({
     "BAD_CRC", "BAD_MESSAGE", "BAD_LENGTH", "LINE_TOO_LONG", "UNKNOWN_TYPE", "PROTOCOL_VERSION",
     "BAD_OFFSET", "INPUT_INCOMPLETE",
     "NO_INFERENCE",
+    # The sensor pipeline and its replay (docs/protocol.md, section 3.5).
+    "SENSOR", "STREAM_DROPPED", "NO_REPLAY", "REPLAY_OVERRUN",
 })
 
 _MARKER = b"!tf"
@@ -164,8 +167,39 @@ class UnsupportedVersion:
     line: str
 
 
+@dataclass(slots=True)
+class Decision:
+    """DEC: the firmware's decision filter reported a new command (docs/protocol.md 2.1)."""
+
+    seq: int                        # the pipeline inference (RES seq) that decided it
+    cls: int                        # class=, the class index
+    label: str                      # the class's label, empty without labels
+    score: int                      # its average score, 0..255 (1/256 steps)
+    t: int                          # stream time of the inference, ms
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Credit:
+    """CREDIT: how much of a replay the device has taken (flow control, section 3.5)."""
+
+    seq: int | None                 # the last SAMPLES it answers; None for REPLAY's answer
+    read: int                       # int16 values the pipeline took since REPLAY
+    capacity: int                   # the device's buffer, in int16 values
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Features:
+    """FEAT: what the pipeline computed (an audio frame, or an IMU model input)."""
+
+    n: int                          # frame index (microphone) or inference seq (IMU)
+    values: list                    # ints, or floats for float32 inputs
+    extra: dict[str, str] = field(default_factory=dict)
+
+
 Event = Union[Boot, Result, DeviceErrorMessage, Echo, OtherMessage, DeviceLog, Corrupt,
-              UnsupportedVersion]
+              UnsupportedVersion, Decision, Credit, Features]
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -471,7 +505,41 @@ def _echo(fields: dict[str, str]) -> Echo:
     return Echo(_uint32(fields["seq"], "seq"), bytes.fromhex(data), _extra(fields, _ECHO_KEYS))
 
 
-_BUILDERS = {"BOOT": _boot, "RES": _result, "ERR": _error, "ECHO": _echo}
+_DECISION_KEYS = ("seq", "class", "label", "score", "t")
+
+
+def _decision(fields: dict[str, str]) -> Decision:
+    _require(fields, _DECISION_KEYS)
+    score = _uint32(fields["score"], "score")
+    if score > 255:
+        raise _Invalid("score is above 255")
+    return Decision(_uint32(fields["seq"], "seq"), _int(fields["class"], "class"),
+                    _unquote(fields["label"]), score, _uint32(fields["t"], "t"),
+                    _extra(fields, _DECISION_KEYS))
+
+
+_CREDIT_KEYS = ("seq", "read", "capacity")
+
+
+def _credit(fields: dict[str, str]) -> Credit:
+    _require(fields, _CREDIT_KEYS)
+    seq = None if fields["seq"] == "-" else _uint32(fields["seq"], "seq")
+    return Credit(seq, _uint32(fields["read"], "read"), _uint32(fields["capacity"], "capacity"),
+                  _extra(fields, _CREDIT_KEYS))
+
+
+_FEATURES_KEYS = ("n", "v")
+
+
+def _features(fields: dict[str, str]) -> Features:
+    _require(fields, _FEATURES_KEYS)
+    text = fields["v"]
+    values = _ints(text, "v") if not _NOT_INT_LIST.search(text) else _floats(text, "v")
+    return Features(_uint32(fields["n"], "n"), values, _extra(fields, _FEATURES_KEYS))
+
+
+_BUILDERS = {"BOOT": _boot, "RES": _result, "ERR": _error, "ECHO": _echo, "DEC": _decision,
+             "CREDIT": _credit, "FEAT": _features}
 
 
 # --- encoding -----------------------------------------------------------------------------
@@ -631,6 +699,8 @@ def parse_profile(message: OtherMessage) -> Profile:
                        extra={k: v for k, v in fields.items() if k not in _PROFILE_KEYS})
     except _Invalid as exc:
         raise ValueError(f"invalid PROF: {exc}") from None
+
+
 # --- layer reports and state resets (docs/protocol.md 3.3, 3.4) ----------------------------
 # Devices send LAYER, LAYERS, TENSOR and RESET as generic messages (`OtherMessage`); the
 # functions below read them, raising ValueError for a message that breaks their format.
@@ -720,3 +790,58 @@ def _field_uint(fields: dict[str, str], key: str) -> int:
         return _uint32(fields[key], key)
     except _Invalid as error:
         raise ValueError(str(error)) from None
+
+
+# --- sensor replay (docs/protocol.md) -------------------------------------------------------
+
+REPLAY_INPUTS = ("imu", "microphone")
+# int16 values per reading: an IMU reading is ax, ay, az, gx, gy, gz.
+REPLAY_UNIT = {"imu": 6, "microphone": 1}
+
+
+def encode_replay(input_kind: str, *, rate_mhz: int | None = None, features: bool = False,
+                  discard: bool = False) -> bytes:
+    """REPLAY: start a new stream of replayed samples (section 3.5). The IMU needs its rate
+    in millihertz; `features` asks for FEAT messages; `discard` drops the first
+    kAudioDiscardSamples like a live microphone."""
+    if input_kind not in REPLAY_INPUTS:
+        raise ValueError(f"input must be one of {REPLAY_INPUTS}, not {input_kind!r}")
+    fields: dict[str, object] = {"input": input_kind}
+    if input_kind == "imu":
+        if isinstance(rate_mhz, bool) or not isinstance(rate_mhz, int) \
+                or not 0 < rate_mhz <= _UINT32_MAX:
+            raise ValueError(f"an IMU replay needs rate_mhz, a uint32 above 0, not {rate_mhz!r}")
+        fields["rate_mhz"] = rate_mhz
+    fields["features"] = int(bool(features))
+    if discard:
+        fields["discard"] = 1
+    return encode("REPLAY", **fields)
+
+
+def encode_samples(seq: int, values) -> bytes:
+    """SAMPLES: int16 values (an IMU's readings, or PCM) as little-endian bytes."""
+    import array
+    data = array.array("h", values)
+    if data.itemsize != 2:  # pragma: no cover - every platform tinyforge runs on
+        raise ValueError("int16 arrays are not 2 bytes here")
+    raw = data.tobytes() if _LITTLE_ENDIAN else _swapped(data)
+    return encode("SAMPLES", seq=_check_seq(seq), data=raw)
+
+
+def samples_per_line(max_line: int, unit: int = 1) -> int:
+    """How many int16 values one SAMPLES line carries within `max_line` (BOOT's max_line),
+    a multiple of `unit` (6 for IMU readings)."""
+    overhead = len(encode("SAMPLES", seq=_UINT32_MAX, data=b"")) - len(HOST_EOL)
+    count = (max_line - overhead) // 4 // unit * unit
+    if count < unit:
+        raise ValueError(f"a device line of {max_line} bytes cannot carry a SAMPLES message")
+    return count
+
+
+def _swapped(data) -> bytes:  # pragma: no cover - big-endian hosts only
+    data = data.__copy__()
+    data.byteswap()
+    return data.tobytes()
+
+
+_LITTLE_ENDIAN = __import__("sys").byteorder == "little"

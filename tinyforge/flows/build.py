@@ -53,6 +53,10 @@ class BuildOptions:
     memory_plan: str = "auto"  # "auto", "off" or "replace" (docs/memory.md)
     profile: bool = False  # compile in the per-op profiler (PROF messages, docs/cost.md)
     debug_layers: bool = False  # the layer report of `validate --layers` (docs/reference.md)
+    # The sensor pipeline: host, imu or microphone (None: tinyforge.toml's, else host), and
+    # its tinyforge.toml (None: the one beside the model or in the project, docs/pipeline.md).
+    input: str | None = None
+    config: Path | None = None
 
 
 @dataclass
@@ -64,6 +68,7 @@ class BuildResult:
     labels: list[str]
     memory_plan: memory_plan.MemoryPlanChoice
     build: pio.BuildReport | None = None
+    pipeline: object | None = None   # tinyforge.pipeline.Pipeline
 
     def to_json(self) -> dict:
         model = self.model
@@ -79,8 +84,17 @@ class BuildResult:
             "conversion": model.conversion,
             "memory_plan": self.memory_plan.to_json(),
             "files": self.plan.actions,
+            "pipeline": self.pipeline_json(),
             "build": self.build.to_json() if self.build else None,
         }
+
+
+    def pipeline_json(self) -> dict:
+        from ..pipeline.settings import summary
+
+        if self.pipeline is None or self.pipeline.kind == "host":
+            return {"input": "host"}
+        return dict(self.pipeline.to_json(), summary=summary(self.pipeline))
 
 
 def build(options: BuildOptions) -> BuildResult:
@@ -100,6 +114,7 @@ def build(options: BuildOptions) -> BuildResult:
     _check_labels(labels, labels_path, prepared.info)
     demo = _demo_input(options, prepared.info)
     project_dir = Path(options.project_dir or last_build.DEFAULT_ROOT / board.id)
+    pipeline = _pipeline(options, board, prepared.info, source, project_dir)
     # A debug-layers firmware keeps every tensor (a linear plan): no offline plan applies.
     plan_mode = "off" if options.debug_layers else options.memory_plan
     planned, choice = memory_plan.plan_model(prepared, board, plan_mode,
@@ -109,7 +124,8 @@ def build(options: BuildOptions) -> BuildResult:
         board=board, model=planned.data, info=planned.info, ops=planned.ops,
         resolver=planned.resolver, arena=planned.arena, labels=labels, demo_input=demo,
         tflm_source=tflm_root, memory_plan=choice.to_json(stable=True), profile=options.profile,
-        debug_layers=options.debug_layers)
+        debug_layers=options.debug_layers, pipeline=pipeline,
+        pipeline_config=pipeline.source.read_bytes() if pipeline.source else None)
     # The project as it was, for the report: the arena measurement may write it first.
     before = writer.plan(project_dir, firmware.project_files(inputs), overwrite=options.overwrite)
     chosen = memory_plan.settle(
@@ -124,7 +140,7 @@ def build(options: BuildOptions) -> BuildResult:
     plan = writer.write(project_dir, files, firmware.manifest(inputs), overwrite=options.overwrite)
     plan.actions = writer.actions_since(before, files, plan)
     last_build.record(project_dir)  # flash, monitor and validate use it without --project-dir
-    result = BuildResult(project_dir, board, chosen, plan, labels, choice)
+    result = BuildResult(project_dir, board, chosen, plan, labels, choice, pipeline=pipeline)
     core_dir = pio.core_dir_for(board)
     pio.validate_project(project_dir, core_dir)
     if options.compile:
@@ -136,6 +152,22 @@ def build(options: BuildOptions) -> BuildResult:
             # Later estimates for this board use the framework's figures from this map.
             fit_learning.record(board, Path(result.build.firmware))
     return result
+
+
+def _pipeline(options: BuildOptions, board: profiles.Board, info: reader.ModelInfo,
+              source: Path, project_dir: Path):
+    """The sensor pipeline the firmware runs, checked against the board and the model before
+    anything is rendered (a shape no sensor can feed, a sensor the board lacks)."""
+    from ..pipeline import check_pipeline, load_pipeline
+    from ..pipeline.config import find_config
+
+    model_dir = source if source.is_dir() else source.parent
+    config = options.config or find_config(model_dir, project_dir)
+    pipeline = load_pipeline(config, model=info, kind=options.input)
+    check_pipeline(pipeline, board, info)
+    if pipeline.kind != "host":
+        log.info("pipeline: %s (%s)", pipeline.kind, config or "defaults, no tinyforge.toml")
+    return pipeline
 
 
 def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_root: Path | None,

@@ -69,6 +69,7 @@ class MonitorSummary:
     errors: int = 0
     boots: int = 0
     corrupt: int = 0
+    decisions: int = 0
     reconnects: int = 0
     seconds: float = 0.0
 
@@ -188,7 +189,8 @@ class _View:
         if self.done():
             return
         counter = {protocol.Boot: "boots", protocol.Result: "results",
-                   protocol.DeviceErrorMessage: "errors", protocol.Corrupt: "corrupt"}
+                   protocol.DeviceErrorMessage: "errors", protocol.Corrupt: "corrupt",
+                   protocol.Decision: "decisions"}
         name = counter.get(type(event))
         if name:
             setattr(self.summary, name, getattr(self.summary, name) + 1)
@@ -225,10 +227,17 @@ class _View:
             return (f"boot  {event.board}: {status}; model {event.model_sha256[:12]}…, arena "
                     f"{units.size(event.arena_bytes)} (used {units.size(event.arena_used_bytes)}"
                     f"), {event.ops} ops"
-                    + (f", {tensors}" if tensors else "") + f", firmware {event.firmware}")
+                    + (f", {tensors}" if tensors else "") + f", firmware {event.firmware}"
+                    + (f"; pipeline {event.extra['pipeline']}" if "pipeline" in event.extra
+                       else ""))
         if isinstance(event, protocol.Result):
             return (f"#{event.seq:<5} {event.src:<4} {units.micros(event.us):>11}  "
                     f"{self._outputs(event)}")
+        if isinstance(event, protocol.Decision):
+            # The device's own verdict, what a user watches for: set apart from the results.
+            name = event.label or self._label(event.cls)
+            return (f">>> DECISION {name} (class {event.cls}) score {event.score}/256 "
+                    f"= {event.score / 256:.3f} at t={event.t} ms (inference #{event.seq})")
         if isinstance(event, protocol.DeviceErrorMessage):
             seq = "-" if event.seq is None else event.seq
             return f"ERROR #{seq} {event.code} (status {event.status}): {event.msg}"
@@ -242,6 +251,10 @@ class _View:
         if isinstance(event, protocol.OtherMessage):
             return f"{event.type.lower():<5} " + " ".join(f"{k}={v}" for k, v in event.fields.items())
         return None
+
+    def _label(self, index: int) -> str:
+        labels = self.options.labels
+        return labels[index] if 0 <= index < len(labels) else f"class {index}"
 
     def _outputs(self, result: protocol.Result) -> str:
         top = top_class(result, self.options.labels)
@@ -327,7 +340,11 @@ def to_json(event: protocol.Event) -> dict:
     data["type"] = {protocol.Boot: "boot", protocol.Result: "result",
                     protocol.DeviceErrorMessage: "error", protocol.Echo: "echo",
                     protocol.DeviceLog: "log", protocol.Corrupt: "corrupt",
-                    protocol.OtherMessage: "message"}.get(type(event), type(event).__name__)
+                    protocol.OtherMessage: "message", protocol.Decision: "decision",
+                    protocol.Credit: "credit", protocol.Features: "features",
+                    }.get(type(event), type(event).__name__)
+    if isinstance(event, protocol.Decision):
+        data["class"] = data.pop("cls")
     if isinstance(event, protocol.Echo):
         data["data"] = event.data.hex()
     return data

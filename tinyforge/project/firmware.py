@@ -18,10 +18,14 @@ from ..model.arena import ArenaPlan
 from ..model.compat import ResolvedOp
 from ..model.fit import HOST_LINE_BYTES
 from ..model.reader import ModelInfo, TensorInfo
+from ..pipeline import settings as pipeline_settings
+from ..pipeline.derive import Pipeline
 from . import templates
 
 PROTOCOL_VERSION = 1
 _PROJECT_TEMPLATES = "project"
+# The tinyforge.toml the pipeline was made from: `validate --replay` derives the same pipeline.
+PIPELINE_CONFIG = ".tinyforge/pipeline.toml"
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,33 @@ class FirmwareInputs:
     profile: bool = False        # the per-op profiler and PROF messages (build --profile)
     # A debug build for `validate --layers`: every tensor kept, LAYERS and TENSOR answered.
     debug_layers: bool = False
+    # The sensor pipeline (docs/pipeline.md); None or kind "host": inputs come over serial.
+    pipeline: Pipeline | None = None
+    pipeline_config: bytes | None = None   # its tinyforge.toml, kept for `validate --replay`
+
+
+def sensor_pipeline(inputs: FirmwareInputs) -> Pipeline | None:
+    """The pipeline when the firmware reads a sensor (IMU or microphone), else None."""
+    pipeline = inputs.pipeline
+    return pipeline if pipeline is not None and pipeline.kind != "host" else None
+
+
+def replays(board: Board) -> bool:
+    """Whether the board's sensor samples come from the host (an emulated board has none)."""
+    return board.emulated
 
 
 def project_files(inputs: FirmwareInputs) -> dict[str, bytes]:
     """Every file of the project, keyed by its path relative to the project root."""
-    files = templates.render_tree(_PROJECT_TEMPLATES, _context(inputs), inputs.board)
+    pipeline = sensor_pipeline(inputs)
+    files = templates.render_tree(_PROJECT_TEMPLATES, _context(inputs), inputs.board,
+                                  sensors=pipeline is not None, replay=replays(inputs.board))
     if inputs.profile:
         files.update(templates.profiler_sources(inputs.board))
+    if pipeline is not None:
+        files.update(pipeline_settings.device_files(pipeline))
+        if inputs.pipeline_config is not None:
+            files[PIPELINE_CONFIG] = inputs.pipeline_config
     files[".tinyforge/model.tflite"] = inputs.model
     return files
 
@@ -72,7 +96,21 @@ def manifest(inputs: FirmwareInputs) -> dict:
         "demo_input": inputs.demo_input is not None,
         "memory_plan": inputs.memory_plan,
         "debug_layers": inputs.debug_layers,
+        "pipeline": _pipeline_manifest(inputs),
     }
+
+
+def _pipeline_manifest(inputs: FirmwareInputs) -> dict:
+    """The pipeline as `validate --replay` and `monitor` need it back (docs/pipeline.md)."""
+    pipeline = sensor_pipeline(inputs)
+    if pipeline is None:
+        return {"input": "host"}
+    data = pipeline.to_json()
+    # The settings file is found again by its content, never by a path of this machine.
+    data.pop("source", None)
+    data["summary"] = pipeline_settings.summary(pipeline)
+    data["replay"] = replays(inputs.board)
+    return data
 
 
 def tflm_dependency(board: Board, tflm_source: Path | None) -> str:
@@ -87,6 +125,7 @@ def _context(inputs: FirmwareInputs) -> dict:
     board, info = inputs.board, inputs.info
     input_bytes = sum(t.byte_size for t in info.inputs)
     pio = board.platformio
+    pipeline = sensor_pipeline(inputs)
     extra_options = dict(pio.get("extra_options", {}))
     if board.tflm.get("exclude_sources"):
         extra_options["custom_tflm_exclude"] = list(board.tflm["exclude_sources"])
@@ -97,6 +136,7 @@ def _context(inputs: FirmwareInputs) -> dict:
         "tflm_dependency": tflm_dependency(board, inputs.tflm_source),
         "tflm_include": board.tflm.get("include", ""),
         "build_flags": list(pio.get("build_flags", [])) + list(board.tflm.get("build_flags", [])),
+        "src_flags": list(pipeline_settings.REQUIRED_FLAGS) if pipeline is not None else [],
         "build_unflags": list(pio.get("build_unflags", [])),
         "extra_options": sorted(extra_options.items()),
         "model": info,
@@ -118,7 +158,17 @@ def _context(inputs: FirmwareInputs) -> dict:
         "profile": inputs.profile,
         # At least one: a zero-length array is not C++.
         "profiled_ops": max(1, info.subgraphs[0].operator_count),
+        "pipeline": _pipeline_context(pipeline, board),
     }
+
+
+def _pipeline_context(pipeline: Pipeline | None, board: Board) -> dict | None:
+    if pipeline is None:
+        return None
+    return {"kind": pipeline.kind, "replay": replays(board),
+            "decisions": pipeline.decisions is not None,
+            "input_dtype": pipeline.input.dtype,
+            "output_dtype": pipeline.output.dtype if pipeline.output else None}
 
 
 def _tensor_context(tensor: TensorInfo) -> dict:

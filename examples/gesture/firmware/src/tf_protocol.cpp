@@ -569,7 +569,9 @@ size_t DecodeHex(const char* hex, size_t hex_length, uint8_t* out, size_t out_ca
 
 // ---- Messages ----
 
-void WriteBoot(WriteFn write, const BootInfo& info) {
+void WriteBoot(WriteFn write, const BootInfo& info) { WriteBoot(write, info, nullptr); }
+
+void WriteBoot(WriteFn write, const BootInfo& info, ExtraFieldsFn extra) {
   MessageWriter w(write);
   w.Begin("BOOT");
   w.Int("v", kVersion);
@@ -584,11 +586,17 @@ void WriteBoot(WriteFn write, const BootInfo& info) {
   w.Text("status", info.ok ? "ok" : "error");
   if (info.max_line != 0) w.UInt("max_line", info.max_line);
   if (info.memory_plan != nullptr) w.Text("plan", info.memory_plan);
+  if (extra != nullptr) extra(w);
   w.End();
 }
 
 void WriteResult(WriteFn write, uint32_t seq, const char* source, uint32_t micros,
                  const TensorView* outputs, size_t num_outputs) {
+  WriteResult(write, seq, source, micros, outputs, num_outputs, nullptr);
+}
+
+void WriteResult(WriteFn write, uint32_t seq, const char* source, uint32_t micros,
+                 const TensorView* outputs, size_t num_outputs, ExtraFieldsFn extra) {
   MessageWriter w(write);
   w.Begin("RES");
   w.UInt("seq", seq);
@@ -604,6 +612,7 @@ void WriteResult(WriteFn write, uint32_t seq, const char* source, uint32_t micro
     OutputKey('f', i, key);
     w.Dequantized(key, out.type, out.data, out.count, out.scale, out.zero_point);
   }
+  if (extra != nullptr) extra(w);
   w.End();
 }
 
