@@ -18,6 +18,8 @@ from ..model.arena import ArenaPlan
 from ..model.compat import ResolvedOp
 from ..model.fit import HOST_LINE_BYTES
 from ..model.reader import ModelInfo, TensorInfo
+from ..pipeline import settings as pipeline_settings
+from ..pipeline.derive import Pipeline
 from . import templates
 
 PROTOCOL_VERSION = 1
@@ -35,11 +37,28 @@ class FirmwareInputs:
     labels: list[str]
     demo_input: bytes | None     # raw bytes of all input tensors, or None
     tflm_source: Path | None     # a local TFLM library tree instead of the pinned dependency
+    # The sensor pipeline (docs/pipeline.md); None or kind "host": inputs come over serial.
+    pipeline: Pipeline | None = None
+
+
+def sensor_pipeline(inputs: FirmwareInputs) -> Pipeline | None:
+    """The pipeline when the firmware reads a sensor (IMU or microphone), else None."""
+    pipeline = inputs.pipeline
+    return pipeline if pipeline is not None and pipeline.kind != "host" else None
+
+
+def replays(board: Board) -> bool:
+    """Whether the board's sensor samples come from the host (an emulated board has none)."""
+    return board.emulated
 
 
 def project_files(inputs: FirmwareInputs) -> dict[str, bytes]:
     """Every file of the project, keyed by its path relative to the project root."""
-    files = templates.render_tree(_PROJECT_TEMPLATES, _context(inputs), inputs.board)
+    pipeline = sensor_pipeline(inputs)
+    files = templates.render_tree(_PROJECT_TEMPLATES, _context(inputs), inputs.board,
+                                  sensors=pipeline is not None, replay=replays(inputs.board))
+    if pipeline is not None:
+        files.update(pipeline_settings.device_files(pipeline))
     files[".tinyforge/model.tflite"] = inputs.model
     return files
 
@@ -75,6 +94,7 @@ def _context(inputs: FirmwareInputs) -> dict:
     board, info = inputs.board, inputs.info
     input_bytes = sum(t.byte_size for t in info.inputs)
     pio = board.platformio
+    pipeline = sensor_pipeline(inputs)
     extra_options = dict(pio.get("extra_options", {}))
     if board.tflm.get("exclude_sources"):
         extra_options["custom_tflm_exclude"] = list(board.tflm["exclude_sources"])
@@ -83,8 +103,11 @@ def _context(inputs: FirmwareInputs) -> dict:
         "board": board,
         "platform": templates.platform_spec(board),
         "tflm_dependency": tflm_dependency(board, inputs.tflm_source),
+        # The sensor libraries of the board profile, only when the pipeline reads that sensor.
+        "sensor_dependencies": board.sensor_dependencies(pipeline.kind if pipeline else "host"),
         "tflm_include": board.tflm.get("include", ""),
         "build_flags": list(pio.get("build_flags", [])) + list(board.tflm.get("build_flags", [])),
+        "src_flags": list(pipeline_settings.REQUIRED_FLAGS) if pipeline is not None else [],
         "build_unflags": list(pio.get("build_unflags", [])),
         "extra_options": sorted(extra_options.items()),
         "model": info,
@@ -102,7 +125,17 @@ def _context(inputs: FirmwareInputs) -> dict:
         "labels": inputs.labels,
         "demo_input": inputs.demo_input is not None,
         "demo_array": templates.c_byte_array(inputs.demo_input or b""),
+        "pipeline": _pipeline_context(pipeline, board),
     }
+
+
+def _pipeline_context(pipeline: Pipeline | None, board: Board) -> dict | None:
+    if pipeline is None:
+        return None
+    return {"kind": pipeline.kind, "replay": replays(board),
+            "decisions": pipeline.decisions is not None,
+            "input_dtype": pipeline.input.dtype,
+            "output_dtype": pipeline.output.dtype if pipeline.output else None}
 
 
 def _tensor_context(tensor: TensorInfo) -> dict:

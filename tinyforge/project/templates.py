@@ -9,6 +9,7 @@ generated C++ (labels, model names and paths come from the user).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jinja2
 
@@ -22,9 +23,22 @@ _BYTES_PER_ARRAY_LINE = 12
 _HEX_BYTES = [f"0x{value:02x}," for value in range(256)]
 
 
-def render_tree(template_subdir: str, context: dict, board: Board) -> dict[str, bytes]:
+# Sources only a firmware whose pipeline reads a sensor compiles (docs/pipeline.md): the
+# sensor interface, the replay interface (boards that replay recordings), and every file of a
+# runtime layer whose name contains "sensors" (its implementation of board_sensors.h).
+SENSOR_INTERFACE = "src/board_sensors.h"
+REPLAY_INTERFACE = "src/board_replay.h"
+_SENSOR_SOURCE_MARK = "sensors"
+
+
+def render_tree(template_subdir: str, context: dict, board: Board, *, sensors: bool = False,
+                replay: bool = False) -> dict[str, bytes]:
     """A firmware project: `firmware_templates/<template_subdir>` (`.j2` files rendered, the
-    rest copied) plus the common sources and the board's runtime layer in `src/`."""
+    rest copied) plus the common sources and the board's runtime layer in `src/`.
+
+    `sensors`: the firmware reads a sensor, so the sensor interface and the runtime layer's
+    sensor sources are part of it; `replay`: its samples come from the host (board_replay.h).
+    Without them a project is exactly what it was before sensors existed."""
     env = jinja_environment()
     root = resources.templates_dir()
     files: dict[str, bytes] = {}
@@ -37,8 +51,14 @@ def render_tree(template_subdir: str, context: dict, board: Board) -> dict[str, 
             files[relative[:-3]] = text.encode("utf-8")
         else:
             files[relative] = template_path.read_bytes()
-    files.update(_static_sources(_COMMON_SOURCES))
-    files.update(_static_sources(_runtime_layer(board)))
+    common = _static_sources(_COMMON_SOURCES)
+    if not sensors:
+        common.pop(SENSOR_INTERFACE, None)
+    if not (sensors and replay):
+        common.pop(REPLAY_INTERFACE, None)
+    files.update(common)
+    files.update({path: data for path, data in _static_sources(_runtime_layer(board)).items()
+                  if sensors or _SENSOR_SOURCE_MARK not in Path(path).name})
     return files
 
 
