@@ -249,3 +249,18 @@ def test_a_board_without_the_sensor_is_refused(tmp_path, monkeypatch):
     with pytest.raises(SensorUnavailableError) as caught:
         capture.check_board(board, "microphone")
     assert "has no microphone" in caught.value.message
+
+
+def test_the_capture_messages_in_the_protocol_document_are_valid_lines():
+    from tinyforge.device import protocol
+    text = (REPO / "docs" / "protocol.md").read_text()
+    section = text[text.index("## Capture firmware"):]
+    lines = [line.split(": ", 1)[1].strip() for line in section.splitlines()
+             if line.startswith(("host:   !tf1", "device: !tf1"))]
+    assert len(lines) == 7
+    for line in lines:
+        [event] = protocol.Decoder().feed(line.encode() + b"\n")
+        assert not isinstance(event, (protocol.Corrupt, protocol.DeviceLog)), line
+        if isinstance(event, protocol.OtherMessage):
+            again = protocol.encode(event.type, eol=b"", **event.fields).decode()
+            assert again == line
