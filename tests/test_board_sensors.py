@@ -178,3 +178,69 @@ def test_the_sensor_sources_compile_for_the_nano(tmp_path, model, config):
             cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "warning:" not in result.stderr, result.stderr[-3000:]
+
+
+# --- the sensor source against a model of the core and the libraries (host g++) ---------------
+
+MODEL_DIR = REPO / "tests" / "cpp" / "arduino_model"
+DRIVER = REPO / "tests" / "cpp" / "board_sensors_model.cpp"
+
+
+def _model_binary(tmp_path: Path, model: Path, config: Path) -> Path:
+    from tinyforge.pipeline import settings
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("needs g++")
+    p = tfpipeline.load_pipeline(config, model=model)
+    for name, data in settings.device_files(p, folder="").items():
+        (tmp_path / name.lstrip("/")).write_bytes(data)
+    shutil.copy(REPO / "firmware_templates" / "common" / "board_sensors.h", tmp_path)
+    binary = tmp_path / "driver"
+    sources = [REPO / "firmware_templates" / "runtime" / "arduino" / "board_sensors_arduino.cpp",
+               DRIVER, tmp_path / "pipeline_math.cpp"]
+    result = subprocess.run(
+        [gxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-g",
+         "-fsanitize=address,undefined", "-fno-sanitize-recover=all", f"-I{tmp_path}",
+         f"-I{MODEL_DIR}", *map(str, sources), "-o", str(binary)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return binary
+
+
+def _run(binary: Path, scenario: str) -> list[str]:
+    result = subprocess.run([str(binary), scenario], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, (scenario, result.stdout, result.stderr[-2000:])
+    return result.stdout.splitlines()
+
+
+RAW = [[0, 8192, -8192, 0, 16384, -16384], [32767, -32768, 1, -1, 32767, -32768],
+       [123, -4567, 8191, 2048, -2049, 7], [-1, 2, -3, 4, -5, 6]]
+
+
+def test_the_imu_of_either_revision_is_found_by_its_identity_register(tmp_path):
+    binary = _model_binary(tmp_path, GESTURE, GESTURE_CONFIG)
+    counts = [f"counts={','.join(map(str, r))}" for r in RAW]
+    # rev1: only the LSM9DS1 library is started; readings come back as the same counts.
+    assert _run(binary, "lsm9ds1") == [
+        "kind=1 rate=119000 lsm_begins=1 bmi_begins=0 bmi_config=-1", *counts, "microphone=0"]
+    # rev2: only the BMI270 library, accelerometer and gyroscope only (no magnetometer).
+    assert _run(binary, "bmi270") == [
+        "kind=2 rate=99840 lsm_begins=0 bmi_begins=1 bmi_config=0", *counts, "microphone=0"]
+    # Nothing answers (a Nano 33 BLE without "Sense"): no library is started at all.
+    assert _run(binary, "none") == [
+        "kind=0 rate=0 lsm_begins=0 bmi_begins=0 bmi_config=-1", "microphone=0"]
+    # Something else at 0x68 is not a BMI270.
+    assert _run(binary, "other-chip-at-0x68") == [
+        "kind=0 rate=0 lsm_begins=0 bmi_begins=0 bmi_config=-1", "microphone=0"]
+    # An LSM9DS1 whose library start fails (its magnetometer missing) counts as no IMU.
+    assert _run(binary, "lsm9ds1-no-magnetometer") == [
+        "kind=0 rate=0 lsm_begins=1 bmi_begins=0 bmi_config=-1", "microphone=0"]
+
+
+def test_pdm_blocks_reach_the_ring_in_order_and_the_overflow_is_counted(tmp_path):
+    binary = _model_binary(tmp_path, KEYWORD, KEYWORD_CONFIG)
+    # Mono at 16 kHz; every block is taken whole (the library would stop otherwise); what the
+    # ring has no room for is counted as dropped, never written over older samples.
+    assert _run(binary, "pdm") == ["started=1 channels=1 rate=16000 imu=0",
+                                   "read=1024 dropped=256 in_order=1 running=1 overflow=0"]
+    assert _run(binary, "bad") == ["null=0 odd=0 rate8000=0"]
