@@ -19,8 +19,8 @@ import threading
 import time
 
 import numpy as np
-
 from fake_device import FakeDevice
+
 from tinyforge.device import protocol
 from tinyforge.project import capture as capture_project
 

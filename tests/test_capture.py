@@ -9,15 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from capture_board import CaptureFirmwareModel
 from fake_device import FakeDevice
+
 from tinyforge.device import ports
 from tinyforge.device.conversation import Conversation, wait_for_boot
 from tinyforge.errors import (
@@ -197,6 +196,7 @@ def test_stream_failures_exit_2(tmp_path):
         child = _cli(tmp_path, "g.csv", "--input", "imu", "--no-upload", "--port", device.port)
         out, err = child.communicate(timeout=60)
     assert child.returncode == 2, (out, err)
+    assert model.captures == 1 and not (tmp_path / "g.csv").exists()
     assert "error: the board's imu did not start" in err and "hint:" in err
 
 

@@ -45,8 +45,14 @@ from ..errors import (
 from ..pipeline import imu as imu_mod
 from ..project import capture as capture_project
 
-__all__ = ["CaptureOptions", "CaptureStats", "FORMATS", "capture", "output_format",
-           "record_to_file"]
+__all__ = [
+    "FORMATS",
+    "CaptureOptions",
+    "CaptureStats",
+    "capture",
+    "output_format",
+    "record_to_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +142,8 @@ def check_board(board: Board, sensor: str) -> None:
     if sensor not in board.inputs:
         raise SensorUnavailableError(
             f"board '{board.id}' has no {sensor}",
-            hint=f"capture on a board that has one (its profile lists it under sensors.inputs; "
-                 f"`tinyforge boards` shows them)")
+            hint="capture on a board that has one (its profile lists it under sensors.inputs; "
+                 "`tinyforge boards` shows them)")
     if board.emulated:
         raise SensorUnavailableError(
             f"board '{board.id}' is emulated: its {sensor} samples are recordings the host "
