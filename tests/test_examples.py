@@ -39,6 +39,9 @@ def test_both_examples_fit_their_pipelines_on_both_boards(board):
         check_pipeline(p, profiles.load_board(board), info)
 
 
+# TensorFlow's frontend op in a child process and the host TFLM: about a minute on 2 cores.
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_the_keyword_recordings_through_the_device_pipeline():
     labels = (KEYWORD / "labels.txt").read_text().split()
     p = pipeline.load_pipeline(KEYWORD / "tinyforge.toml", model=KEYWORD / "keyword_int8.tflite")
@@ -73,6 +76,9 @@ def test_the_gesture_generators_make_streams_at_an_imu_rate():
     assert windows.shape == (2, 32, 3) and windows.dtype == np.int8
 
 
+# espeak-ng and sox once per clip, then TensorFlow's frontend op: tens of seconds.
+@pytest.mark.slow
+@pytest.mark.tensorflow
 @pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")),
                     reason="needs espeak-ng and sox (apt install espeak-ng sox), which make "
                            "the keyword example's data")
