@@ -254,7 +254,9 @@ def test_a_board_without_the_sensor_is_refused(tmp_path, monkeypatch):
 def test_the_capture_messages_in_the_protocol_document_are_valid_lines():
     from tinyforge.device import protocol
     text = (REPO / "docs" / "protocol.md").read_text()
-    section = text[text.index("## Capture firmware"):]
+    start = text.index("## Capture firmware")
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end >= 0 else len(text)]
     lines = [line.split(": ", 1)[1].strip() for line in section.splitlines()
              if line.startswith(("host:   !tf1", "device: !tf1"))]
     assert len(lines) == 7
