@@ -8,6 +8,9 @@ APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eab
 # Headless Chromium for the report's browser test (~120 MB download, ~410 MB installed with its
 # libraries); the test skips without it, tinyforge itself never needs it.
 APT_PACKAGES += chromium
+# espeak-ng and sox make the keyword example's training data offline (examples/keyword/train.py);
+# tests/test_examples.py skips its data test without them.
+APT_PACKAGES += espeak-ng sox
 
 .PHONY: setup test test-fast python-version system-packages bench clean
 

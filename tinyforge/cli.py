@@ -18,7 +18,7 @@ from .interrupts import INTERRUPTS, settle
 
 # Order is the order of `tinyforge --help`.
 COMMANDS = ("build", "inspect", "boards", "doctor", "setup", "flash", "monitor", "validate",
-            "features", "report", "profile", "selftest", "resolver_table")
+            "features", "capture", "report", "profile", "selftest", "resolver_table")
 
 log = logging.getLogger("tinyforge")
 

@@ -110,6 +110,14 @@ class RecordingError(InputError):
     """A recording (WAV, CSV, NPY/NPZ) is unreadable, too large or not what the pipeline takes."""
 
 
+class CaptureFormatError(InputError):
+    """`tinyforge capture` does not write this format, or not for this sensor."""
+
+
+class CaptureOutputError(InputError):
+    """The capture's output file cannot be written where it was asked for."""
+
+
 class UnwritableFolderError(InputError):
     """A folder tinyforge keeps its own files in, outside any project (its PlatformIO core dir,
     the user's PlatformIO core dir, the cache), cannot be created or written.
@@ -184,6 +192,11 @@ class LinkLostError(DeviceError):
 
     `monitor` waits for the board to come back after this one; other commands stop.
     """
+
+
+class CaptureStreamError(DeviceError):
+    """The board's sensor stream broke during a capture: its sensor did not start, samples were
+    lost or a line went missing. What arrived intact before is kept."""
 
 
 class ValidationFailed(TinyforgeError):

@@ -42,8 +42,8 @@ EPOCHS = 20
 
 # --- synthetic accelerometer windows ---------------------------------------------------
 
-def _time() -> np.ndarray:
-    return np.arange(WINDOW) / RATE_HZ
+def _time(n: int = WINDOW, rate_hz: float = RATE_HZ) -> np.ndarray:
+    return np.arange(n) / rate_hz
 
 
 def _rotation(rng: np.random.Generator, max_tilt_deg: float) -> np.ndarray:
@@ -54,46 +54,48 @@ def _rotation(rng: np.random.Generator, max_tilt_deg: float) -> np.ndarray:
     return ry @ rx
 
 
-def _gravity(rng: np.random.Generator) -> np.ndarray:
+def _gravity(rng: np.random.Generator, n: int = WINDOW) -> np.ndarray:
     # Held roughly flat, screen up: gravity reads +1 g on z.
-    return np.tile(_rotation(rng, 20) @ np.array([0.0, 0.0, 1.0]), (WINDOW, 1))
+    return np.tile(_rotation(rng, 20) @ np.array([0.0, 0.0, 1.0]), (n, 1))
 
 
-def _idle(rng: np.random.Generator) -> np.ndarray:
-    t = _time()
+# Each generator draws `n` samples at `rate_hz`: the model's 32 at 25 Hz for training, or a
+# stream at an IMU's own rate for the check through the device pipeline (check_imu_streams).
+def _idle(rng: np.random.Generator, n: int = WINDOW, rate_hz: float = RATE_HZ) -> np.ndarray:
+    t = _time(n, rate_hz)
     tremor = 0.015 * np.sin(2 * np.pi * rng.uniform(8, 11) * t + rng.uniform(0, 2 * np.pi))
-    return _gravity(rng) + tremor[:, None] * rng.normal(size=3)
+    return _gravity(rng, n) + tremor[:, None] * rng.normal(size=3)
 
 
-def _shake(rng: np.random.Generator) -> np.ndarray:
-    t = _time()
+def _shake(rng: np.random.Generator, n: int = WINDOW, rate_hz: float = RATE_HZ) -> np.ndarray:
+    t = _time(n, rate_hz)
     axis = _rotation(rng, 25) @ np.array([1.0, 0.0, 0.0])
     f, amp, phase = rng.uniform(4, 6), rng.uniform(1.0, 2.0), rng.uniform(0, 2 * np.pi)
     # A hand shake is not a pure sine: a second harmonic makes the stops sharper.
     motion = amp * (np.sin(2 * np.pi * f * t + phase)
                     + 0.25 * np.sin(4 * np.pi * f * t + 2 * phase))
-    return _gravity(rng) + motion[:, None] * axis
+    return _gravity(rng, n) + motion[:, None] * axis
 
 
-def _wave(rng: np.random.Generator) -> np.ndarray:
-    t = _time()
+def _wave(rng: np.random.Generator, n: int = WINDOW, rate_hz: float = RATE_HZ) -> np.ndarray:
+    t = _time(n, rate_hz)
     f = rng.uniform(1.2, 2.0)
     tilt = np.radians(rng.uniform(25, 45))
     phase = rng.uniform(0, 2 * np.pi)
     angle = tilt * np.sin(2 * np.pi * f * t + phase)
     base = _rotation(rng, 10)
-    gravity = np.stack([np.sin(angle), np.zeros(WINDOW), np.cos(angle)], axis=1) @ base.T
+    gravity = np.stack([np.sin(angle), np.zeros(n), np.cos(angle)], axis=1) @ base.T
     sideways = rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * f * t + phase + np.pi / 2)
     return gravity + sideways[:, None] * (base @ np.array([1.0, 0.0, 0.0]))
 
 
-def _circle(rng: np.random.Generator) -> np.ndarray:
-    t = _time()
+def _circle(rng: np.random.Generator, n: int = WINDOW, rate_hz: float = RATE_HZ) -> np.ndarray:
+    t = _time(n, rate_hz)
     f, amp, phase = rng.uniform(0.8, 1.3), rng.uniform(0.3, 0.7), rng.uniform(0, 2 * np.pi)
     direction = rng.choice([-1.0, 1.0])
     angle = 2 * np.pi * f * t * direction + phase
-    plane = np.stack([np.cos(angle), np.sin(angle), np.zeros(WINDOW)], axis=1)
-    return _gravity(rng) + amp * plane @ _rotation(rng, 20).T
+    plane = np.stack([np.cos(angle), np.sin(angle), np.zeros(n)], axis=1)
+    return _gravity(rng, n) + amp * plane @ _rotation(rng, 20).T
 
 
 _GENERATORS = (_idle, _shake, _wave, _circle)
@@ -114,6 +116,50 @@ def make_dataset(per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, 
             x.append(_sensor(generate(rng), rng))
             y.append(label)
     return np.stack(x), np.array(y, dtype=np.int64)
+
+
+# --- through the device pipeline ------------------------------------------------------
+
+PIPELINE_CONFIG = Path(__file__).resolve().with_name("tinyforge.toml")
+IMU_RATES_HZ = {"rev1 LSM9DS1": 119.0, "rev2 BMI270": 99.84}
+STREAMS_PER_CLASS = 50
+STREAM_SECONDS = 1.6
+
+
+def device_windows(x: np.ndarray) -> np.ndarray:
+    """The windows the board's pipeline computes from readings at the model's rate: the
+    readings as IMU counts (8192 per g), then the training normalisation of tinyforge.toml
+    (none here). With these generators that is the same float32 data, bit for bit (no
+    reading beyond the IMU's +-4 g), which `main` checks."""
+    from tinyforge import pipeline
+
+    config = pipeline.load_pipeline(PIPELINE_CONFIG)
+    return np.stack([pipeline.features(window, config, rate_hz=RATE_HZ)[0] for window in x])
+
+
+def check_imu_streams(model_path: Path, rng: np.random.Generator) -> dict[str, float]:
+    """Accuracy of the int8 model (host TFLM) on what the board computes from each IMU:
+    streams of every gesture at the part's own rate, resampled to 25 Hz, windowed and
+    quantised by the device pipeline (`tinyforge.pipeline`), the first window of each."""
+    from tinyforge import pipeline
+    from tinyforge.model.host_runtime import run_batch
+
+    config = pipeline.load_pipeline(PIPELINE_CONFIG, model=model_path)
+    data = model_path.read_bytes()
+    accuracy = {}
+    for part, rate_hz in IMU_RATES_HZ.items():
+        n = int(STREAM_SECONDS * rate_hz)
+        inputs, labels = [], []
+        for _ in range(STREAMS_PER_CLASS):
+            for label, generate in enumerate(_GENERATORS):
+                stream = _sensor(generate(rng, n, rate_hz), rng)
+                window = pipeline.features(stream, config, rate_hz=rate_hz)[0]
+                inputs.append([window[None]])
+                labels.append(label)
+        outputs = run_batch(data, inputs, 1, model_path.name)
+        predicted = np.array([int(np.argmax(o[0])) for o in outputs])
+        accuracy[part] = float(np.mean(predicted == np.array(labels)))
+    return accuracy
 
 
 # --- model -----------------------------------------------------------------------------
@@ -196,8 +242,23 @@ Float model accuracy on {facts['test_samples']} held-out windows: {100 * facts['
 int8 model (host TFLM) vs float model on the {facts['calibration_samples']} calibration windows:
 max abs error {facts['max_abs_error']:.4f}, mean abs error {facts['mean_abs_error']:.4f} (probabilities;
 the output step is 1/256 = 0.0039), top-1 agreement {100 * facts['top1_agreement']:.1f}%.
+
+## From the IMU
+`examples/gesture/tinyforge.toml` is the pipeline that feeds the model on the board
+(`tinyforge build --input imu`): the IMU at its own rate, resampled to {RATE_HZ:g} Hz, windows
+of {WINDOW} samples of ax, ay, az in g (no normalisation: the model was trained on g), an
+inference every 8 samples, decisions over about a second. The training windows went through
+that pipeline (`tinyforge.pipeline.features`; bit-identical to the generated ones). int8 model
+(host TFLM) on {STREAMS_PER_CLASS} streams per gesture at each part's own rate, through the
+device pipeline (resampling, windowing, quantisation), first window of each:
+{_imu_lines(facts['from_imu'])}
 """
     (out / "README.md").write_text(text)
+
+
+def _imu_lines(from_imu: dict[str, float]) -> str:
+    return "\n".join(f"- {part} ({IMU_RATES_HZ[part]:g} Hz): {100 * value:.1f}%"
+                     for part, value in from_imu.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     x_train, y_train = make_dataset(TRAIN_PER_CLASS, rng)
     x_test, y_test = make_dataset(TEST_PER_CLASS, rng)
     x_cal, y_cal = make_dataset(CALIBRATION_PER_CLASS, rng)
+    # Trained on what the device pipeline computes from these readings.
+    device = device_windows(x_train)
+    if not np.array_equal(device, x_train):
+        raise RuntimeError("the device pipeline changes the training windows (a reading "
+                           "beyond the IMU's range?): train on device_windows() instead")
+    x_train = device
 
     started = time.monotonic()
     model = train(x_train, y_train)
@@ -245,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"converted: {result.model_bytes} bytes in {result.seconds:.1f} s "
           f"(converter {result.convert_seconds:.2f} s)")
     print(report.summary())
+    from_imu = check_imu_streams(result.output, np.random.default_rng(SEED + 1))
+    for part, value in from_imu.items():
+        print(f"int8 accuracy through the device pipeline, {part}: {100 * value:.1f}%")
     # No timings in the README: it is committed, and a re-run should not change it.
     write_readme(out, {"params": model.count_params(),
                        "test_samples": len(x_test), "float_accuracy": float_accuracy,
@@ -252,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                        "calibration_samples": report.samples,
                        "max_abs_error": report.max_abs_error,
                        "mean_abs_error": report.mean_abs_error,
-                       "top1_agreement": report.top1_agreement})
+                       "top1_agreement": report.top1_agreement, "from_imu": from_imu})
     return 0
 
 

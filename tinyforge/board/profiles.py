@@ -71,6 +71,21 @@ _REQUIRED_SECTIONS = ("memory", "platformio", "tflm", "runtime", "serial")
 
 
 @dataclass(frozen=True)
+class SensorLibrary:
+    """A library a firmware compiles when its pipeline reads `input` (`[[sensors.libraries]]`)."""
+
+    input: str
+    name: str
+    version: str
+    source: str
+
+    @property
+    def dependency(self) -> str:
+        """The `lib_deps` entry: the library's name and its pinned source."""
+        return f"{self.name}={self.source}"
+
+
+@dataclass(frozen=True)
 class Board:
     id: str
     name: str
@@ -90,6 +105,13 @@ class Board:
     # `sensors.inputs`: the sensor pipelines the firmware can feed (docs/pipeline.md).
     inputs: tuple[str, ...] = ()
     power: dict[str, Any] = field(default_factory=dict)
+    # `[[sensors.libraries]]`: what a sensor pipeline adds to lib_deps (docs/boards.md).
+    sensor_libraries: tuple[SensorLibrary, ...] = ()
+
+    def sensor_dependencies(self, pipeline_input: str) -> list[str]:
+        """The `lib_deps` entries a firmware whose pipeline reads `pipeline_input` (host, imu,
+        microphone) adds to the TFLM library, in profile order; none for `host`."""
+        return [lib.dependency for lib in self.sensor_libraries if lib.input == pipeline_input]
 
     @property
     def flash_bytes(self) -> int:
@@ -177,13 +199,14 @@ def load_profile(path: Path) -> Board:
                                 hint="see docs/boards.md for the profile format")
     sensors = dict(data.get("sensors", {}))
     inputs = tuple(sensors.pop("inputs", ()))
+    libraries = tuple(SensorLibrary(**entry) for entry in sensors.pop("libraries", ()))
     return Board(
         id=data["id"], name=data["name"], mcu=data["mcu"], cpu=data["cpu"],
         clock_hz=data["clock_hz"], pointer_bytes=data["pointer_bytes"],
         emulated=data.get("emulated", False), description=data.get("description", ""),
         memory=data["memory"], platformio=data["platformio"], tflm=data["tflm"],
         runtime=data["runtime"], serial=data["serial"], sensors=sensors,
-        path=path, inputs=inputs, power=data.get("power", {}),
+        path=path, inputs=inputs, power=data.get("power", {}), sensor_libraries=libraries,
     )
 
 
@@ -231,13 +254,50 @@ def _validate_fields(section, table, fields) -> list[str]:
 SENSOR_INPUTS = ("imu", "microphone")
 
 
+_SENSOR_LIBRARY_FIELDS = ("input", "name", "version", "source")
+
+
 def _validate_sensors(table) -> list[str]:
     problems = [f"'sensors.{rev}' must be a list of part names" for rev, parts in table.items()
-                if not (isinstance(parts, list) and all(isinstance(p, str) for p in parts))]
+                if rev != "libraries"
+                and not (isinstance(parts, list) and all(isinstance(p, str) for p in parts))]
+    problems += _validate_sensor_libraries(table.get("libraries", []),
+                                           table.get("inputs", []))
     unknown = [i for i in table.get("inputs", []) if i not in SENSOR_INPUTS]
     if unknown and not problems:
         problems.append(f"'sensors.inputs' has unknown inputs {unknown}; use "
                         f"{', '.join(SENSOR_INPUTS)}")
+    return problems
+
+
+def _validate_sensor_libraries(libraries, inputs) -> list[str]:
+    """`[[sensors.libraries]]`: tables of input, name, version and a pinned source, each a
+    string that reaches platformio.ini (the same character sets as the TFLM library's)."""
+    if not isinstance(libraries, list) or not all(isinstance(e, dict) for e in libraries):
+        return ["'sensors.libraries' must be an array of tables ([[sensors.libraries]])"]
+    problems = []
+    for index, entry in enumerate(libraries):
+        name = f"sensors.libraries[{index}]"
+        unknown = sorted(set(entry) - set(_SENSOR_LIBRARY_FIELDS))
+        missing = [f for f in _SENSOR_LIBRARY_FIELDS if f not in entry]
+        if unknown or missing or not all(isinstance(entry[f], str) for f in entry):
+            problems.append(f"'{name}' must have exactly the string fields "
+                            f"{', '.join(_SENSOR_LIBRARY_FIELDS)}"
+                            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+                            + (f" (missing: {', '.join(missing)})" if missing else ""))
+            continue
+        if entry["input"] not in inputs:
+            problems.append(f"{name}.input '{entry['input']}' is not one of sensors.inputs "
+                            f"({', '.join(inputs) or 'none'})")
+        if _CONTROL.search("".join(entry.values())):
+            problems.append(f"{name} has a control character in a value")
+            continue
+        if not _LIBRARY.match(entry["name"]):
+            problems.append(f"{name}.name '{entry['name']}' must be letters, digits, '_ . -'")
+        if not _VERSION.match(entry["version"]):
+            problems.append(f"{name}.version '{entry['version']}' must be letters, digits, "
+                            "'_ . + -'")
+        problems += _check_remote_spec(entry["source"], f"{name}.source")
     return problems
 
 

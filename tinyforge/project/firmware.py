@@ -134,6 +134,8 @@ def _context(inputs: FirmwareInputs) -> dict:
         "board": board,
         "platform": templates.platform_spec(board),
         "tflm_dependency": tflm_dependency(board, inputs.tflm_source),
+        # The sensor libraries of the board profile, only when the pipeline reads that sensor.
+        "sensor_dependencies": board.sensor_dependencies(pipeline.kind if pipeline else "host"),
         "tflm_include": board.tflm.get("include", ""),
         "build_flags": list(pio.get("build_flags", [])) + list(board.tflm.get("build_flags", [])),
         "src_flags": list(pipeline_settings.REQUIRED_FLAGS) if pipeline is not None else [],
