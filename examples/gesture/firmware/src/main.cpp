@@ -87,17 +87,22 @@ bool DescribeTensor(TfLiteTensor* tensor, const TensorSettings& expected,
 
 // Which arena plan TFLM runs, read the way TFLM reads it (GetOfflinePlannedOffsets):
 // an offline plan when the model carries OfflineMemoryAllocation metadata.
+// Compared char by char: strncmp on a flatbuffer string trips GCC 12's -Wstringop-overread.
+bool IsNamed(const flatbuffers::String* name, const char* expected, size_t length) {
+  if (name == nullptr || name->size() != length) return false;
+  for (size_t i = 0; i < length; ++i) {
+    if (name->Get(static_cast<flatbuffers::uoffset_t>(i)) != expected[i]) return false;
+  }
+  return true;
+}
+
 const char* MemoryPlanName(const tflite::Model* flatbuffer) {
   static const char kOfflinePlanName[] = "OfflineMemoryAllocation";
   const size_t name_length = sizeof(kOfflinePlanName) - 1;
   const auto* metadata = flatbuffer->metadata();
   if (metadata != nullptr) {
     for (flatbuffers::uoffset_t i = 0; i < metadata->size(); ++i) {
-      const auto* name = metadata->Get(i)->name();
-      if (name != nullptr && name->size() == name_length &&
-          strncmp(name->c_str(), kOfflinePlanName, name_length) == 0) {
-        return "offline";
-      }
+      if (IsNamed(metadata->Get(i)->name(), kOfflinePlanName, name_length)) return "offline";
     }
   }
   return "tflm-greedy";
