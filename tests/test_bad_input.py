@@ -1137,12 +1137,15 @@ def test_validation_data_may_be_integers_the_input_holds(tmp_path):
         samples_from_file(wide, float_spec)
 
 
-# Read-only mounts over every folder Python would put temporary files in (the working directory
-# too), in a mount namespace of the test's own: the machine's /tmp is untouched.
+# Every folder Python would put temporary files in (the working directory too) made read-only
+# by a read-only bind mount of itself, in a mount namespace of the test's own: the machine's
+# /tmp is untouched, and a checkout or virtualenv under /tmp (a CI clone) stays readable.
 _NO_TEMP_DIR = """
-mount -t tmpfs -o ro tmpfs "$PWD" && cd "$PWD" || exit 97
 mkdir -p /usr/tmp 2>/dev/null
-for d in /tmp /var/tmp /usr/tmp; do mount -t tmpfs -o ro tmpfs "$d" || exit 97; done
+for d in "$PWD" /tmp /var/tmp /usr/tmp; do
+  mount --bind "$d" "$d" && mount -o remount,bind,ro "$d" || exit 97
+done
+cd "$PWD" || exit 97
 exec "$@"
 """
 
