@@ -29,23 +29,21 @@ def seconds(text: str) -> float:
 
 def positive_int(text: str) -> int:
     """An argparse type: a count of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
-    return value
+    return _whole_number(text, minimum=1, bound="at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: 0 or more (a tolerance in LSB)."""
+    return _whole_number(text, minimum=0, bound="0 or more")
+
+
+def _whole_number(text: str, *, minimum: int, bound: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"'{text}' must be {bound}")
     return value
 
 
