@@ -180,6 +180,17 @@ def test_planner_leaves_a_model_alone_when_greedy_is_optimal():
     assert set(plan.offsets) == {-1}
     outcome = memory_report.apply_memory_plan(data, "gesture", kernels="reference")
     assert outcome.action == "unchanged" and outcome.model == data
+    # replace, on a model with a plan of its own: nothing better to put there, so it stays
+    # (and says so) rather than leaving the firmware to a greedy plan that is no smaller.
+    graph = memory.analyze(data, "gesture", kernels="reference")
+    own = [memory.ONLINE] * graph.tensor_count
+    for tensor, offset in zip(graph.planned_tensors, graph.greedy().offsets):
+        own[tensor.index] = offset
+    carrying = memory_embed.embed_offline_plan(data, own)
+    replaced = memory_report.apply_memory_plan(carrying, "gesture", "replace",
+                                               kernels="reference")
+    assert replaced.action == "unchanged" and replaced.model == carrying
+    assert replaced.reason.endswith("so the model's own plan is kept")
 
 
 def test_planner_beats_greedy_for_the_boards_kernels_on_the_bundled_example():
@@ -277,7 +288,7 @@ def test_a_plan_in_the_model_is_respected_or_replaced_only_when_asked():
     assert replaced.action == "embedded"
     _, model = _model(replaced.model)
     assert [m.name for m in model.metadata].count(b"OfflineMemoryAllocation") == 1
-    assert memory_report.plan_in_model(replaced.model)["planner"] == "offline"
+    assert memory_report.plan_in_model(replaced.model)["planner"] == "fixed"
     assert memory_report.apply_memory_plan(data, "chain", "off").model == data
 
 
@@ -326,7 +337,7 @@ def test_the_build_outcome_for_the_manifest_has_no_timings():
     outcome = memory_report.apply_memory_plan(chain_model(), "chain", kernels="reference")
     stable = outcome.to_json(stable=True)
     assert "seconds" not in stable["plan"] and "seconds" in outcome.to_json()["plan"]
-    assert stable["runs"] == {"planner": "offline", "offline_offsets": 4, "entries": 7,
+    assert stable["runs"] == {"planner": "fixed", "offline_offsets": 4, "entries": 7,
                               "format_version": 1, "board_head_bytes": 160}
 
 

@@ -18,7 +18,7 @@ from test_memory_runtime import residual_model
 from tinyforge.board import profiles
 from tinyforge.flows import build, inspection, memory_plan
 from tinyforge.flows import report as report_flow
-from tinyforge.model import checks, memory, memory_embed, memory_report
+from tinyforge.model import checks, memory, memory_embed, memory_planner, memory_report
 from tinyforge.model.arena import ArenaMeasurement, plan_from_device, plan_from_host
 from tinyforge.project import last_build
 from tinyforge.report import page
@@ -47,14 +47,14 @@ def test_auto_embeds_the_plan_the_arena_is_measured_with_it(in_process, residual
     embedded = (project / ".tinyforge" / "model.tflite").read_bytes()
     # The model otherwise byte-identical: the given file is the tail of the planned one.
     assert embedded != given and embedded.endswith(given)
-    assert memory_report.plan_in_model(embedded)["planner"] == "offline"
+    assert memory_report.plan_in_model(embedded)["planner"] == "fixed"
     manifest = json.loads((project / ".tinyforge" / "manifest.json").read_text())
     assert manifest["model"]["sha256"] == _sha(embedded) == result.model.info.sha256
     plan = manifest["memory_plan"]
     assert plan["mode"] == "auto" and plan["action"] == "embedded" and plan["dropped"] is None
     assert plan["source_sha256"] == _sha(given) and plan["model_sha256"] == _sha(embedded)
     assert plan["plan"]["greedy_bytes"] == 416 and plan["plan"]["planned_bytes"] == 320
-    assert plan["runs"] == {"planner": "offline", "offline_offsets": 8, "entries": 13,
+    assert plan["runs"] == {"planner": "fixed", "offline_offsets": 8, "entries": 13,
                             "format_version": 1, "board_head_bytes": 320}
     # The manifest stays reproducible: no planning time, no measuring time.
     assert "seconds" not in plan["plan"]
@@ -110,6 +110,123 @@ def test_a_plan_the_model_carries_is_kept_by_auto_and_replaced_by_replace(in_pro
     assert replaced.memory_plan.outcome.action == "embedded"
     assert memory_report.plan_in_model(embedded)["board_head_bytes"] == 320
     assert memory_embed.read_offline_plan(embedded).offsets != own
+
+
+def _planned_buffers(source: str) -> list[tuple[int, int, int, int]]:
+    """The rows of model_settings.cpp's kPlannedBuffers table."""
+    import re
+    return [tuple(int(v) for v in row) for row in
+            re.findall(r"^    \{(-?\d+), (-?\d+), (-?\d+), (-?\d+)\},", source, re.M)]
+
+
+def test_a_planned_model_has_its_whole_layout_compiled_into_the_firmware(
+        in_process, residual, tmp_path):
+    project = tmp_path / "project"
+    _build(residual, project)
+    embedded = (project / ".tinyforge" / "model.tflite").read_bytes()
+    layout = memory_report.fixed_layout(embedded)
+    header = (project / "src" / "model_settings.h").read_text()
+    assert "#define TINYFORGE_FIXED_PLAN 1" in header
+    assert f"kPlannedBufferCount = {len(layout.buffers)};" in header
+    assert "kPlannedHeadBytes = 320;" in header and layout.head_bytes == 320
+    rows = _planned_buffers((project / "src" / "model_settings.cpp").read_text())
+    assert rows == [(b.offset, b.bytes, b.first, b.last) for b in layout.buffers]
+    # The planned tensors sit where the model's plan puts them...
+    graph = memory.analyze(embedded, "residual", kernels=memory_report.BOARD_KERNELS)
+    offsets = memory_embed.read_offline_plan(embedded).offsets
+    tensors = graph.planned_tensors
+    assert [r[0] for r in rows[:len(tensors)]] == [offsets[t.index] for t in tensors]
+    assert [(r[1], r[2], r[3]) for r in rows[:len(tensors)]] == [
+        (t.aligned_bytes, t.first, t.last) for t in tensors]
+    # ...and no two buffers alive at the same time share a byte.
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if not (a[2] > b[3] or b[2] > a[3]):
+                assert a[0] + a[1] <= b[0] or b[0] + b[1] <= a[0], (a, b)
+    assert max(r[0] + r[1] for r in rows) == 320
+    main = (project / "src" / "main.cpp").read_text()
+    assert "MicroAllocator::Create(tensor_arena, arena_size, &memory_planner)" in main
+    assert 'return "fixed";' in main
+    assert (project / "src" / "fixed_memory_planner.cpp").is_file()
+
+
+def test_the_scratch_buffers_are_placed_as_tflm_would_place_them_around_the_plan():
+    from tinyforge.resources import example_dir
+
+    # The bundled example: two int8 CONV_2D, each with a CMSIS-NN scratch buffer.
+    data = memory_report.apply_memory_plan(
+        (example_dir() / "gesture_int8.tflite").read_bytes(), "gesture").model
+    layout = memory_report.fixed_layout(data, "gesture")
+    graph = memory.analyze(data, "gesture", kernels=memory_report.BOARD_KERNELS)
+    placed = memory.greedy_plan(memory_planner.buffers_as_read(
+        graph, memory_embed.read_offline_plan(data).offsets, "board"))
+    scratch = [b for b in layout.buffers if b.label.startswith("scratch")]
+    assert [(b.bytes, b.first, b.last) for b in scratch] == [
+        (r.aligned_bytes, r.first, r.last) for r in graph.scratch] and len(scratch) == 2
+    assert [b.offset for b in layout.buffers] == placed.offsets
+    assert layout.head_bytes == placed.size == 432
+
+
+def _renamed(data: bytes, name: str) -> bytes:
+    """The model with every activation tensor renamed to `name`."""
+    import flatbuffers
+
+    from tinyforge.model import reader
+    schema = reader.schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    for tensor in model.subgraphs[0].tensors:
+        if model.buffers[tensor.buffer].data is None:
+            tensor.name = name.encode()
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_the_layout_table_compiles_and_holds_the_layout_whatever_the_tensor_names(
+        in_process, gxx, tmp_path):
+    import subprocess
+
+    from tinyforge.resources import example_dir
+    evil = "x */ int injected = 1; /*\n#error injected\n"
+    model = tmp_path / "gesture.tflite"
+    model.write_bytes(_renamed((example_dir() / "gesture_int8.tflite").read_bytes(), evil))
+    project = tmp_path / "project"
+    build.build(build.BuildOptions(model=model, project_dir=project, compile=False,
+                                   arena="host"))
+    layout = memory_report.fixed_layout((project / ".tinyforge" / "model.tflite").read_bytes())
+    source = (project / "src" / "model_settings.cpp").read_text()
+    assert layout is not None and "injected" in source
+    # The name is in the table's comments (and in the input's settings, as a C string); the
+    # compile below fails if any of it escaped.
+    assert not any(line.lstrip().startswith("#error") for line in source.splitlines())
+    dump = tmp_path / "dump.cpp"
+    dump.write_text('#include <cstdio>\n#include "model_settings.h"\n'
+                    "int main() { for (int i = 0; i < kPlannedBufferCount; ++i) {\n"
+                    "  const PlannedBuffer& b = kPlannedBuffers[i];\n"
+                    '  std::printf("%d %d %d %d\\n", (int)b.offset, (int)b.bytes, (int)b.first,'
+                    " (int)b.last); }\n"
+                    '  std::printf("%d\\n", (int)kPlannedHeadBytes); return 0; }\n')
+    exe = tmp_path / "dump"
+    subprocess.run([gxx, "-std=c++11", "-Wall", "-Werror", "-I", project / "src", dump,
+                    project / "src" / "model_settings.cpp", "-o", exe], check=True)
+    printed = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert printed[:-2] == [f"{b.offset} {b.bytes} {b.first} {b.last}" for b in layout.buffers]
+    assert printed[-2] == str(layout.head_bytes)
+
+
+def test_no_layout_is_compiled_in_without_a_plan_or_in_a_debug_build(in_process, residual,
+                                                                    tmp_path):
+    _build(residual, tmp_path / "off", memory_plan="off")
+    assert "#define TINYFORGE_FIXED_PLAN 0" in (tmp_path / "off" / "src" /
+                                                 "model_settings.h").read_text()
+    assert "kPlannedBuffers" not in (tmp_path / "off" / "src" / "model_settings.cpp").read_text()
+    assert 'return "fixed";' not in (tmp_path / "off" / "src" / "main.cpp").read_text()
+    # A model that carries a plan, built for --debug-layers: every tensor keeps its own buffer.
+    planned = tmp_path / "planned.tflite"
+    planned.write_bytes(memory_report.apply_memory_plan(residual.read_bytes(), "r").model)
+    _build(planned, tmp_path / "debug", debug_layers=True)
+    assert "#define TINYFORGE_FIXED_PLAN 0" in (tmp_path / "debug" / "src" /
+                                                 "model_settings.h").read_text()
 
 
 def _measured(minimum: int, source: str):
@@ -179,7 +296,7 @@ def test_the_report_shows_lifetimes_occupancy_and_the_plan(in_process, residual,
     data = report_flow.collect(last_build.find(project, None))
     lifetimes = data.lifetimes
     assert "lifetimes" not in data.missing
-    assert lifetimes.planner == "offline" and lifetimes.greedy_bytes == 416
+    assert lifetimes.planner == "fixed" and lifetimes.greedy_bytes == 416
     assert lifetimes.lower_bound == lifetimes.offline_bytes == lifetimes.planned_bytes == 320
     assert max(lifetimes.occupancy()) == lifetimes.lower_bound
     # 8 planned tensors (the input, the FULLY_CONNECTED and ADD outputs); no scratch on float FC.
@@ -219,12 +336,14 @@ def test_on_qemu_the_planned_model_runs_with_a_smaller_arena_and_identical_outpu
                     "--json", env=env, timeout=1800, check_rc=0)
     built = json.loads(run.stdout)
     plan = built["memory_plan"]
-    assert plan["action"] == "embedded" and plan["runs"]["planner"] == "offline"
+    assert plan["action"] == "embedded" and plan["runs"]["planner"] == "fixed"
     with_plan, without = plan["arena"]["with_plan"], plan["arena"]["without_plan"]
     assert with_plan["source"] == without["source"] == "device"
-    # Both measured with PROBE on the device; the head saving (416 -> 320 B) is all of it.
-    assert with_plan["device"]["minimum_bytes"] <= without["device"]["minimum_bytes"]
-    assert without["device"]["reported_bytes"] - with_plan["device"]["reported_bytes"] == 96
+    # Both measured with PROBE on the device. What the arena holds after allocation shrinks
+    # by the head saving (416 -> 320 B) and by TFLM's greedy planner object (48 B on the
+    # M4), which with the layout compiled in no longer lives in the arena's tail.
+    assert with_plan["device"]["minimum_bytes"] < without["device"]["minimum_bytes"]
+    assert without["device"]["reported_bytes"] - with_plan["device"]["reported_bytes"] == 96 + 48
     # The chosen arena is the one measured with the plan.
     assert built["arena"] == with_plan
     validated = tinyforge("validate", "--project-dir", project, "--random", "16", "--json",
@@ -232,7 +351,63 @@ def test_on_qemu_the_planned_model_runs_with_a_smaller_arena_and_identical_outpu
     report = json.loads(validated.stdout)
     assert report["passed"] and report["exact_matches"] == report["samples"] == 16
     monitor_boot = _boot_of(project, env)
-    assert monitor_boot.memory_plan == "offline"
+    assert monitor_boot.memory_plan == "fixed"
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_tree
+def test_on_qemu_the_bundled_example_runs_in_less_arena_with_its_layout_compiled_in(
+        tinyforge, tflm_tree, tmp_path, tmp_path_factory, cli_env):
+    """The example's plan saves only 32 B of head, but with the layout compiled in TFLM's
+    greedy planner and its working arrays leave the arena: that is what set its minimum."""
+    import qemu_support
+    from qemu_support import require_emulator, seeded_core
+
+    from tinyforge.device import emulator, protocol
+    from tinyforge.device.conversation import Conversation, wait_for_boot
+
+    require_emulator()
+    core = seeded_core(tmp_path_factory)
+    env = dict(cli_env, TINYFORGE_PIO_CORE_DIR=str(core))
+    project = tmp_path / "project"
+    run = tinyforge("build", "--board", "qemu-m4", "--tflm", tflm_tree, "--project-dir",
+                    project, "--arena", "device", "--json", env=env, timeout=1800, check_rc=0)
+    built = json.loads(run.stdout)
+    plan = built["memory_plan"]
+    assert plan["action"] == "embedded" and plan["runs"]["planner"] == "fixed"
+    with_plan, without = plan["arena"]["with_plan"], plan["arena"]["without_plan"]
+    assert with_plan["source"] == without["source"] == "device"
+    assert with_plan["device"]["minimum_bytes"] < without["device"]["minimum_bytes"]
+    assert built["arena"] == with_plan
+    validated = tinyforge("validate", "--project-dir", project, "--random", "16", "--json",
+                          "--tflm", tflm_tree, env=env, timeout=600, check_rc=0)
+    report = json.loads(validated.stdout)
+    assert report["passed"] and report["exact_matches"] == report["samples"] == 16
+    boot = _boot_of(project, env)
+    assert boot.ok and boot.memory_plan == "fixed"
+
+    # A table the kernels disagree with (a scratch buffer planned 16 B too small): the
+    # allocation fails and says why, instead of overlapping the next buffer.
+    settings = project / "src" / "model_settings.cpp"
+    source = settings.read_text()
+    offset, size, first, last = _planned_buffers(source)[-1]
+    row = f"{{{offset}, {size}, {first}, {last}}}"
+    assert source.count(row) == 1
+    settings.write_text(source.replace(row, f"{{{offset}, {size - 16}, {first}, {last}}}"))
+    qemu_support.build(project, core)
+    events = []
+    link = emulator.launch(project / ".pio" / "build" / "qemu-m4" / "firmware.elf")
+    try:
+        conversation = Conversation(link, on_event=events.append)
+        boot = wait_for_boot(conversation, ask=False)
+        conversation.poll(1.0)
+    finally:
+        link.close()
+    assert not boot.ok
+    logs = [e.text for e in events if isinstance(e, protocol.DeviceLog)]
+    count = len(_planned_buffers(source))
+    assert any(f"memory plan: buffer {count - 1} is {size} bytes for steps {first}-{last}, "
+               f"planned {size - 16} bytes" in text for text in logs), logs
 
 
 def _boot_of(project: Path, env: dict):

@@ -30,7 +30,7 @@ from ..board.tflm_source import downloaded_tflm, tree_digest
 from ..device import emulator, protocol
 from ..device.conversation import Conversation, wait_for_boot
 from ..errors import DeviceError, DeviceMeasurementUnavailable, DoesNotFitError, TinyforgeError
-from ..model import fit
+from ..model import fit, memory_report
 from ..model.arena import ALIGNMENT, ArenaMeasurement, ArenaPlan, plan_from_device, smallest_fitting
 from ..model.checks import PreparedModel
 from ..project import firmware, writer
@@ -263,7 +263,12 @@ def _cache_key(prepared: PreparedModel, library: str) -> str:
     flags = json.dumps([board.platformio.get("build_flags", []),
                         board.tflm.get("build_flags", [])])
     target = hashlib.sha256(flags.encode()).hexdigest()[:12]
-    return f"{__version__}:{target}:{prepared.info.sha256}:{library}"
+    key = f"{__version__}:{target}:{prepared.info.sha256}:{library}"
+    # A planned model's firmware places its buffers from a compiled-in table, and needs less
+    # arena than the greedy planner it used to run: never reuse a figure measured with that.
+    if memory_report.fixed_layout(prepared.data, prepared.info.name) is not None:
+        key += ":fixed-layout"
+    return key
 
 
 def _read_cache() -> dict:

@@ -68,6 +68,9 @@ class MemoryPlanChoice:
         else:
             whose = "tinyforge's" if self.embedded else "the model's own"
             what = f"{whose} offline plan ({runs['offline_offsets']} tensor offsets)"
+            if runs["planner"] == "fixed":
+                what += (", every buffer's place compiled into the firmware (no greedy "
+                         "planner in the arena)")
         first = f"--memory-plan {self.mode}: the firmware runs {what}"
         if not self.embedded:
             first += f"; {self.outcome.reason}"

@@ -226,7 +226,8 @@ class _View:
                                 for t in event.inputs + event.outputs)
             return (f"boot  {event.board}: {status}; model {event.model_sha256[:12]}…, arena "
                     f"{units.size(event.arena_bytes)} (used {units.size(event.arena_used_bytes)}"
-                    f"), {event.ops} ops"
+                    f")" + (f", plan {event.memory_plan}" if event.memory_plan else "")
+                    + f", {event.ops} ops"
                     + (f", {tensors}" if tensors else "") + f", firmware {event.firmware}"
                     + (f"; pipeline {event.extra['pipeline']}" if "pipeline" in event.extra
                        else ""))

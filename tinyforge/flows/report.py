@@ -134,7 +134,7 @@ def lifetimes_of(model: bytes, name: str) -> Lifetimes:
         lower_bound=graph.lower_bound(), planned_bytes=placement.size,
         greedy_bytes=planned.greedy_bytes,
         offline_bytes=planned.planned_bytes if planned.improves else None,
-        plan_seconds=planned.seconds, planner="offline" if offline else "tflm-greedy",
+        plan_seconds=planned.seconds, planner=memory_report.plan_in_model(model, name)["planner"],
         step_label="operator" if single else "allocation scope")
 
 

@@ -77,8 +77,14 @@ def apply_memory_plan(data: bytes, name: str, mode: str = "auto", *,
                            "the model carries an offline plan of its own, which is kept")
     result = plan_model(data, name, kernels=kernels, time_limit_s=time_limit_s)
     if not result.improves:
-        return PlanOutcome(data, "unchanged", result, result.notes[-1] if result.notes else
-                           "no plan smaller than TFLM's greedy plan was found")
+        reason = (result.notes[-1] if result.notes else
+                  "no plan smaller than TFLM's greedy plan was found")
+        if existing is not None:
+            # Nothing better to put in its place; without it TFLM would plan greedily, which
+            # is no smaller, and the firmware would lose its compiled-in layout.
+            reason = ("no plan smaller than TFLM's greedy plan was found, so the model's own "
+                      "plan is kept")
+        return PlanOutcome(data, "unchanged", result, reason)
     try:
         model = memory_embed.embed_offline_plan(data, result.offsets, name=name,
                                                 replace=existing is not None)
@@ -93,15 +99,73 @@ def apply_memory_plan(data: bytes, name: str, mode: str = "auto", *,
 
 
 def plan_in_model(data: bytes, name: str = "model") -> dict:
-    """Which arena plan a model runs: TFLM's greedy planner or an offline plan (and its size)."""
+    """Which arena plan the firmware built from a model runs (BOOT's `plan=`).
+
+    "tflm-greedy": TFLM plans at run time; "offline": the model's plan, TFLM's greedy
+    planner placing the scratch buffers around it; "fixed": the model's plan and every
+    scratch buffer compiled into the firmware (`fixed_layout`), no planner in the arena.
+    """
     existing = memory_embed.read_offline_plan(data, name)
     if existing is None:
         return {"planner": "tflm-greedy", "offline_offsets": 0}
     planned = sum(1 for offset in existing.offsets if offset != memory.ONLINE)
     graph = memory.analyze(data, name, kernels=BOARD_KERNELS)
     head = _head_with(graph, existing.offsets)
-    return {"planner": "offline", "offline_offsets": planned, "entries": len(existing.offsets),
-            "format_version": existing.version, "board_head_bytes": head}
+    layout = fixed_layout(data, name)
+    return {"planner": "offline" if layout is None else "fixed", "offline_offsets": planned,
+            "entries": len(existing.offsets), "format_version": existing.version,
+            "board_head_bytes": head}
+
+
+@dataclass(frozen=True)
+class PlannedBuffer:
+    """One buffer TFLM's allocator hands its planner on the board, and where it goes."""
+
+    offset: int
+    bytes: int
+    first: int
+    last: int
+    label: str
+
+
+@dataclass(frozen=True)
+class FixedLayout:
+    """The whole head of a planned model on the board: what `FixedMemoryPlanner` places."""
+
+    buffers: tuple[PlannedBuffer, ...]   # in the order of TFLM's AddBuffer calls
+    head_bytes: int
+
+
+def fixed_layout(data: bytes, name: str = "model") -> FixedLayout | None:
+    """The layout TFLM's greedy planner would make on the board for a model that carries an
+    offline plan: the planned tensors at their offsets, the scratch buffers placed around
+    them. Compiled into the firmware, it spares the arena the greedy planner's working
+    arrays (docs/memory.md). None when the model has no plan, or when a kernel's scratch
+    needs are not modelled (the firmware then lets TFLM place them).
+    """
+    existing = memory_embed.read_offline_plan(data, name)
+    if existing is None:
+        return None
+    graph = memory.analyze(data, name, kernels=BOARD_KERNELS)
+    if graph.unknown_scratch or len(existing.offsets) != graph.tensor_count:
+        return None
+    buffers = memory_planner.buffers_as_read(graph, existing.offsets, "board")
+    placement = memory.greedy_plan(buffers)
+    # buffers_as_read lists the planned tensors first, in graph order, then the scratch.
+    tensors = [PlannedBuffer(offset, buffer.size, buffer.first, buffer.last,
+                             f"subgraph {tensor.subgraph} tensor {tensor.index}: {tensor.name}")
+               for offset, buffer, tensor in zip(placement.offsets, buffers,
+                                                  graph.planned_tensors)]
+    placed_scratch = iter([offset for offset, buffer in zip(placement.offsets, buffers)
+                           if buffer.label.startswith("scratch")])
+    scratch = []
+    for number, request in enumerate(graph.scratch):
+        # TFLM adds every scratch request, even an empty one; an empty one takes no room.
+        offset = next(placed_scratch) if request.bytes else 0
+        scratch.append(PlannedBuffer(offset, request.aligned_bytes, request.first, request.last,
+                                     f"scratch {number}: {request.op} (operator "
+                                     f"{request.operator})"))
+    return FixedLayout(tuple(tensors + scratch), placement.size)
 
 
 def _head_with(graph: memory.GraphMemory, offsets: list[int]) -> int | None:

@@ -16,6 +16,7 @@ from ..board.profiles import Board
 from ..board.resolver import ResolverTable
 from ..model.arena import ArenaPlan
 from ..model.compat import ResolvedOp
+from ..model import memory_report
 from ..model.fit import HOST_LINE_BYTES
 from ..model.reader import ModelInfo, TensorInfo
 from ..pipeline import settings as pipeline_settings
@@ -113,6 +114,14 @@ def _pipeline_manifest(inputs: FirmwareInputs) -> dict:
     return data
 
 
+def fixed_layout(inputs: FirmwareInputs) -> memory_report.FixedLayout | None:
+    """The arena layout compiled into the firmware, if any (docs/memory.md): for a model that
+    carries an offline plan, except in a debug build (which keeps every tensor apart)."""
+    if inputs.debug_layers:
+        return None
+    return memory_report.fixed_layout(inputs.model, inputs.info.name)
+
+
 def tflm_dependency(board: Board, tflm_source: Path | None) -> str:
     """The lib_deps entry: the pinned library, or a local tree given by the user."""
     library = board.tflm["library"]
@@ -149,6 +158,7 @@ def _context(inputs: FirmwareInputs) -> dict:
         "arena": inputs.arena,
         "resource_variables": info.resource_variables,
         "debug_layers": inputs.debug_layers,
+        "fixed_plan": fixed_layout(inputs),
         "inputs": [_tensor_context(t) for t in info.inputs],
         "outputs": [_tensor_context(t) for t in info.outputs],
         "input_bytes": input_bytes,

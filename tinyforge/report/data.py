@@ -31,7 +31,7 @@ class Lifetimes:
     greedy_bytes: int | None = None   # TFLM's greedy head without an offline plan
     offline_bytes: int | None = None  # tinyforge's offline plan's head (None: none beats greedy)
     plan_seconds: float | None = None  # time to plan
-    planner: str | None = None        # what the firmware runs: "offline" or "tflm-greedy"
+    planner: str | None = None        # what the firmware runs: "fixed", "offline" or "tflm-greedy" (memory_report.plan_in_model)
     step_label: str = "operator"      # what the x axis counts ("allocation scope" for control flow)
 
     def occupancy(self) -> list[int]:

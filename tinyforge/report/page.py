@@ -168,6 +168,7 @@ def _plan_table(lifetimes) -> str:
     if lifetimes.greedy_bytes is None:
         return ""
     runs = {"offline": "an offline plan (OfflineMemoryAllocation in the model)",
+            "fixed": "the model's offline plan, every buffer's place compiled into the firmware",
             "tflm-greedy": "TFLM's greedy plan"}.get(lifetimes.planner or "", lifetimes.planner)
     rows = [["TFLM's greedy plan", f"{lifetimes.greedy_bytes:,} B"],
             ["tinyforge's offline plan", f"{lifetimes.offline_bytes:,} B"
@@ -293,7 +294,8 @@ def _arena_head_note(lifetimes) -> str:
         return ""
     plan = (f"tinyforge's offline plan {lifetimes.offline_bytes:,} B"
             if lifetimes.offline_bytes is not None else "no offline plan smaller")
-    runs = "the offline plan" if lifetimes.planner == "offline" else "TFLM's greedy plan"
+    runs = ("the offline plan" if lifetimes.planner in ("offline", "fixed")
+            else "TFLM's greedy plan")
     return (f"<p>Of the arena, the head (tensors and scratch buffers) takes "
             f"{lifetimes.planned_bytes:,} B with {escape(runs)}, which the firmware runs: TFLM's "
             f"greedy plan {lifetimes.greedy_bytes:,} B, {escape(plan)}, lower bound "

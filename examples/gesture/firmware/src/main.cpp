@@ -14,6 +14,8 @@
 #include "model_settings.h"
 #include "op_resolver.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
+#include "fixed_memory_planner.h"
+#include "tensorflow/lite/micro/micro_allocator.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 #include "tf_protocol.h"
 
@@ -30,6 +32,8 @@ alignas(tflite::MicroInterpreter) uint8_t
 tflite::MicroInterpreter* interpreter = nullptr;
 const tflite::Model* model = nullptr;
 OpResolver resolver;
+tinyforge::FixedMemoryPlanner memory_planner(kPlannedBuffers, kPlannedBufferCount,
+                                             kPlannedHeadBytes);
 
 // One host message: inputs larger than it arrive in IN chunks (docs/protocol.md).
 char line_buffer[kMaxLineLength + 1];
@@ -85,28 +89,9 @@ bool DescribeTensor(TfLiteTensor* tensor, const TensorSettings& expected,
          tensor->bytes == expected.bytes;
 }
 
-// Which arena plan TFLM runs, read the way TFLM reads it (GetOfflinePlannedOffsets):
-// an offline plan when the model carries OfflineMemoryAllocation metadata.
-// Compared char by char: strncmp on a flatbuffer string trips GCC 12's -Wstringop-overread.
-bool IsNamed(const flatbuffers::String* name, const char* expected, size_t length) {
-  if (name == nullptr || name->size() != length) return false;
-  for (size_t i = 0; i < length; ++i) {
-    if (name->Get(static_cast<flatbuffers::uoffset_t>(i)) != expected[i]) return false;
-  }
-  return true;
-}
-
-const char* MemoryPlanName(const tflite::Model* flatbuffer) {
-  static const char kOfflinePlanName[] = "OfflineMemoryAllocation";
-  const size_t name_length = sizeof(kOfflinePlanName) - 1;
-  const auto* metadata = flatbuffer->metadata();
-  if (metadata != nullptr) {
-    for (flatbuffers::uoffset_t i = 0; i < metadata->size(); ++i) {
-      if (IsNamed(metadata->Get(i)->name(), kOfflinePlanName, name_length)) return "offline";
-    }
-  }
-  return "tflm-greedy";
-}
+// The model's offline plan, with every buffer's place compiled in
+// (fixed_memory_planner.h): TFLM's greedy planner does not run.
+const char* MemoryPlanName(const tflite::Model*) { return "fixed"; }
 
 void SendBoot() {
   tfproto::BootInfo info;
@@ -149,8 +134,13 @@ TfLiteStatus CreateInterpreter(size_t arena_size) {
     interpreter->~MicroInterpreter();
     interpreter = nullptr;
   }
+  // The layout is compiled in (fixed_memory_planner.h): no greedy planner in the arena.
+  tflite::MicroAllocator* allocator =
+      tflite::MicroAllocator::Create(tensor_arena, arena_size, &memory_planner);
+  if (allocator == nullptr) return kTfLiteError;
+  tflite::MicroResourceVariables* variables = nullptr;
   interpreter = new (interpreter_storage)
-      tflite::MicroInterpreter(model, resolver, tensor_arena, arena_size);
+      tflite::MicroInterpreter(model, resolver, allocator, variables);
   return interpreter->AllocateTensors();
 }
 

@@ -16,6 +16,21 @@ const char* const kLabels[kLabelCount] = {
     "circle",
 };
 
+const PlannedBuffer kPlannedBuffers[kPlannedBufferCount] = {
+    {96, 96, 0, 1},  // subgraph 0 tensor 0: serving_default_input:0
+    {0, 96, 1, 2},  // subgraph 0 tensor 11: gesture_1/conv1_1/convolution/ExpandDims1
+    {128, 240, 2, 3},  // subgraph 0 tensor 12: gesture_1/conv1_1/Relu;gesture_1/conv1_1/BiasAdd;gesture_1/conv1_1/convolution/Squeeze;gesture_1/conv1_1/Squeeze;gesture_1/conv1_1/convolution1
+    {0, 128, 3, 4},  // subgraph 0 tensor 13: gesture_1/pool1_1/MaxPool1d
+    {128, 208, 4, 5},  // subgraph 0 tensor 14: gesture_1/conv2_1/Relu;gesture_1/conv2_1/BiasAdd;gesture_1/conv2_1/convolution/Squeeze;gesture_1/conv2_1/Squeeze;gesture_1/conv2_1/convolution1
+    {0, 96, 5, 6},  // subgraph 0 tensor 15: gesture_1/pool2_1/MaxPool1d
+    {96, 96, 6, 7},  // subgraph 0 tensor 16: gesture_1/flatten_1/Reshape
+    {0, 16, 7, 8},  // subgraph 0 tensor 17: gesture_1/dense_1/MatMul;gesture_1/dense_1/Relu;gesture_1/dense_1/BiasAdd
+    {16, 16, 8, 9},  // subgraph 0 tensor 18: gesture_1/gesture_1/MatMul;gesture_1/gesture_1/BiasAdd
+    {0, 16, 9, 9},  // subgraph 0 tensor 19: StatefulPartitionedCall_1:0
+    {368, 48, 2, 2},  // scratch 0: CONV_2D (operator 1)
+    {336, 96, 4, 4},  // scratch 1: CONV_2D (operator 3)
+};
+
 const char kModelSha256[] = "89b618fe9440b3d3bc8eef6bbe17b7ba28ad7f0a1cbb914f78a8c5c892e19af3";
 const char kBoardId[] = "nano33ble";
 const char kFirmwareVersion[] = "0.1.0";

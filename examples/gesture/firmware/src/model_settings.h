@@ -15,6 +15,23 @@ constexpr int kResourceVariableCount = 0;
 // tensor and answers LAYERS and TENSOR (layer_report.h, docs/protocol.md).
 #define TINYFORGE_DEBUG_LAYERS 0
 
+// 1 when the model carries an offline memory plan and tinyforge compiled the
+// whole arena layout in (fixed_memory_planner.h): TFLM's greedy planner, and the
+// arena it needs while it plans, are left out.
+#define TINYFORGE_FIXED_PLAN 1
+
+// Where each buffer TFLM plans goes, in the order TFLM adds them (the planned
+// tensors of every subgraph, then the kernels' scratch buffers).
+struct PlannedBuffer {
+  int32_t offset;  // from the start of the arena's head
+  int32_t bytes;   // aligned to 16, as TFLM asks for it
+  int32_t first;   // first and last allocation step it is alive in
+  int32_t last;
+};
+constexpr int kPlannedBufferCount = 12;
+constexpr size_t kPlannedHeadBytes = 432;
+extern const PlannedBuffer kPlannedBuffers[kPlannedBufferCount];
+
 constexpr uint32_t kSerialBaud = 115200;
 // The longest host message the firmware reads (without its line end). The same
 // for every model: inputs that do not fit one IN line arrive in chunks.
