@@ -541,3 +541,17 @@ def test_summary_for_boot():
     assert summary(pipeline) == ("input=microphone window=49 stride=5 frame_ms=30/20 "
                                  "channels=40 features=micro_speech average_ms=1000 "
                                  "threshold=200 min_count=3 suppression_ms=1500")
+
+
+def test_a_differing_feature_row_is_reported_from_its_first_difference():
+    from types import SimpleNamespace
+
+    from tinyforge.flows.replay import _feature_mismatch
+
+    host = [list(range(40))]
+    device = SimpleNamespace(n=0, values=list(range(30)) + [99] + list(range(31, 40)))
+    mismatch = _feature_mismatch(0, device, host, 1)
+    assert mismatch["column"] == 30 and mismatch["values"] == [40, 40]
+    assert mismatch["device"][0] == 99 and mismatch["host"][0] == 30
+    beyond = _feature_mismatch(1, device, host, 1)
+    assert beyond["host"] == "none" and beyond["device"] == device.values[:12]

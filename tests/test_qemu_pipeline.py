@@ -123,8 +123,8 @@ def test_a_replayed_spoken_keyword_gives_the_hosts_features_outputs_and_decision
     recording = keyword_recording(spoken, tmp_path / "keyword.wav")
     run = tinyforge("validate", "--project-dir", project, "--replay", recording, "--features",
                     "--json", env=env, timeout=900)
-    assert run.returncode == 0, (run.stdout, run.stderr)
     report = json.loads(run.stdout)
+    assert run.returncode == 0, (report.get("mismatches"), run.stderr)
     # Every frontend frame of the stream (20 ms each), every inference (every 100 ms).
     assert report["host_feature_rows"] == report["exact_feature_rows"] == \
         report["feature_rows"] > 200

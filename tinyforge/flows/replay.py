@@ -242,10 +242,7 @@ def compare(events: replay.ReplayEvents, host: HostRun, pipeline, recording: str
                     np.array_equal(np.asarray(row.values), np.asarray(host.features[index])):
                 exact_rows += 1
             elif len(mismatches) < 40:
-                mismatches.append({"what": "feature row", "index": index,
-                                   "device": row.values[:12],
-                                   "host": np.asarray(host.features[index])[:12].tolist()
-                                   if index < host_rows else "none"})
+                mismatches.append(_feature_mismatch(index, row, host.features, host_rows))
     decisions = [{"seq": d.seq, "class": d.cls, "label": d.label, "score": d.score, "t": d.t}
                  for d in events.decisions]
     same_decisions = decisions == host.decisions
@@ -280,3 +277,21 @@ def _raw_output(result: protocol.Result):
         return None
     first = result.outputs[0]
     return first.q if first.q is not None else first.f
+
+
+def _feature_mismatch(index: int, row, host_features, host_rows: int) -> dict:
+    """A feature row that differs: from its first differing value on (12 values), so the
+    report shows the difference even when it is far into the row."""
+    device = np.asarray(row.values)
+    if index >= host_rows:
+        return {"what": "feature row", "index": index, "n": row.n, "column": 0,
+                "device": device[:12].tolist(), "host": "none"}
+    expected = np.asarray(host_features[index])
+    width = min(device.size, expected.size)
+    differing = np.flatnonzero(device[:width] != expected[:width])
+    column = int(differing[0]) if differing.size else width
+    return {"what": "feature row", "index": index, "n": row.n, "column": column,
+            "values": [int(device.size), int(expected.size)],
+            "device": device[column:column + 12].tolist(),
+            "host": expected[column:column + 12].tolist()}
+
