@@ -1,4 +1,4 @@
-"""Shared fixtures: the real CLI in a child process, real TensorFlow-made models, isolation.
+"""Shared fixtures: the real CLI (in this process, or a child process), real TensorFlow-made models, isolation.
 
 Every PlatformIO call in the tests gets its own empty core dir, so nothing reads or writes
 the developer's ~/.platformio and no test waits on another's package lock. tinyforge's own
@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_in_process
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_SCRIPT = REPO / "tests" / "models" / "make_models.py"
@@ -90,7 +91,22 @@ def in_process(cli_env, monkeypatch) -> dict[str, str]:
 
 @pytest.fixture
 def tinyforge(cli_env, tmp_path):
-    """Run the real `tinyforge` command line; returns the CompletedProcess."""
+    """Run the `tinyforge` command line in this process (tests/cli_support.py: its own
+    environment, working directory and captured stdout/stderr, as a child would have them);
+    returns a CompletedProcess. `timeout` is accepted for `tinyforge_process`'s signature."""
+    def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
+            check_rc: int | None = None) -> subprocess.CompletedProcess:
+        result = run_in_process(args, env=env or cli_env, cwd=cwd or tmp_path)
+        if check_rc is not None:
+            assert result.returncode == check_rc, (result.stdout, result.stderr)
+        return result
+    return run
+
+
+@pytest.fixture
+def tinyforge_process(cli_env, tmp_path):
+    """Run the real `tinyforge` command line in a child process (`python -m tinyforge`), for
+    what only a process shows: the entry point's exit status, signals, start-up."""
     def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
             check_rc: int | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run([sys.executable, "-m", "tinyforge", *map(str, args)],
