@@ -174,3 +174,16 @@ def _assert_no_child_left(before: set[int]) -> None:
     while (left := descendants() - before) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not left, f"the command left processes behind: {sorted(left)}"
+
+
+def handlers_installed(pid: int) -> bool:
+    """Whether a `tinyforge` child has its own signal handlers in place (it alone catches
+    SIGALRM, tinyforge.interrupts): from then on Ctrl-C is tinyforge's to handle, not
+    Python's start-up's."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line for line in status.splitlines()
+                      if line.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught & (1 << (signal.SIGALRM - 1)))

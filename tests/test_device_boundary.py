@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import serial
-from cli_support import run_in_process
+from cli_support import handlers_installed, run_in_process
 from fake_device import UNPLUG, FakeDevice, FakeFirmware, boot_line, result_line
 from qemu_support import (
     DEAD_PROXY,
@@ -514,17 +514,6 @@ def test_a_model_that_loops_forever_is_stopped_and_reported(while_forever, marke
 
 # --- Ctrl-C at any moment ---------------------------------------------------------------------
 
-def _handlers_installed(pid: int) -> bool:
-    """Whether tinyforge's signal handlers are in place (it alone catches SIGALRM)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    caught = int(next(line for line in status.splitlines()
-                      if line.startswith("SigCgt:")).split()[1], 16)
-    return bool(caught & (1 << (signal.SIGALRM - 1)))
-
-
 class Interrupted:
     """One run of the CLI interrupted with SIGINT, and what was going on at that moment."""
 
@@ -537,7 +526,7 @@ class Interrupted:
                 assert child.poll() is None, child.communicate()
                 time.sleep(0.02)
         time.sleep(delay)
-        self.armed = _handlers_installed(child.pid)
+        self.armed = handlers_installed(child.pid)
         self.running = [p.describe() for p in descendants(child.pid)]
         self.finished_before = child.poll() is not None
         child.send_signal(signal.SIGINT)
