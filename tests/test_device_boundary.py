@@ -185,7 +185,10 @@ def test_a_flush_on_a_vanished_port_is_a_device_error(tmp_path):
     _link_lost(caught, "write to", termios.error)
 
 
-def test_a_board_that_stopped_reading_is_a_write_timeout(tmp_path):
+def test_a_board_that_stopped_reading_is_a_write_timeout(tmp_path, monkeypatch):
+    # The named timeout, shortened: what is checked is that the write gives up after it and
+    # says so, not its length (a blocked write on a pty also spins pyserial on the CPU).
+    monkeypatch.setattr(ports, "WRITE_TIMEOUT_S", 1.0)
     with FakeDevice(tmp_path) as device:
         talk = _open(device)
         device.stop_reading()
@@ -467,7 +470,13 @@ def test_a_csv_log_that_cannot_grow_keeps_its_whole_rows(marked_env, tmp_path):
 def test_monitor_says_when_the_firmware_waits_for_host_input(tmp_path, marked_env):
     model = EXAMPLE / "gesture_int8.tflite"
     boots = {}
-    for name, extra in (("without", ()), ("with", ("--demo-input", EXAMPLE / "demo_input.npy"))):
+    # A firmware with a demo input runs it right after BOOT: its first result ends the monitor
+    # (--count 1). One without waits silently, so only the timeout ends that monitor.
+    demo_result = result_line(0, [([1, 2, 3, 4], [0.0, 0.25, 0.5, 0.75])], src="demo")
+    for name, extra, after_boot, until in (
+            ("without", (), b"", ("--timeout", "2")),
+            ("with", ("--demo-input", EXAMPLE / "demo_input.npy"), demo_result,
+             ("--count", "1", "--timeout", "60"))):
         project = tmp_path / name
         result = cli(marked_env, "build", "--model", model, "--project-dir", project,
                      "--no-compile", *extra, cwd=tmp_path)
@@ -476,9 +485,10 @@ def test_monitor_says_when_the_firmware_waits_for_host_input(tmp_path, marked_en
         sha = hashlib.sha256((project / ".tinyforge" / "model.tflite").read_bytes()).hexdigest()
         boot = boot_line(model_sha256=sha, inputs="int8:1x32x3:0.1:0",
                          outputs="int8:1x4:0.00390625:-128")
-        with FakeDevice(tmp_path) as device, FakeFirmware(device, boot, lambda *_: None):
+        with FakeDevice(tmp_path) as device, \
+                FakeFirmware(device, boot + after_boot, lambda *_: None):
             boots[name] = cli(marked_env, "monitor", "--project-dir", project, "--port",
-                              device.port, "--timeout", "2", cwd=tmp_path)
+                              device.port, *until, cwd=tmp_path)
     for result in boots.values():
         assert result.returncode == 0 and "boot  nano33ble: ready" in result.stdout
     said = boots["without"].stderr
@@ -496,9 +506,13 @@ def while_forever(models) -> Path:
 
 
 def test_a_model_that_loops_forever_is_stopped_and_reported(while_forever, marked_env,
-                                                            tmp_path):
-    from tinyforge.model.host_runtime import HOST_RUN_TIMEOUT_S
+                                                            tmp_path, monkeypatch):
+    from tinyforge.model import host_runtime
 
+    # The named limit, shortened (10 s of a spinning child otherwise): what is checked is that
+    # the run is stopped at the limit, once, and reported, not the limit's length.
+    monkeypatch.setattr(host_runtime, "HOST_RUN_TIMEOUT_S", 2.0)
+    HOST_RUN_TIMEOUT_S = host_runtime.HOST_RUN_TIMEOUT_S
     project = tmp_path / "p"
     started = time.monotonic()
     result = cli(marked_env, "build", "--model", while_forever, "--quantize", "float32",
