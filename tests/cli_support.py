@@ -32,30 +32,35 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
 # How long a child stopped by the command may take to disappear from /proc.
 _CHILDREN_GONE_WITHIN_S = 5.0
 
 
-def run_in_process(args, *, env: dict[str, str], cwd: Path,
-                   stdin: bytes | None = None) -> subprocess.CompletedProcess:
+def run_in_process(args, *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     """Run `tinyforge ARGS` in this process; a CompletedProcess like subprocess.run's with
     capture_output=True, text=True."""
     from tinyforge import cli, proc
 
     argv = [str(arg) for arg in args]
     children_before = descendants()
-    with _environment(env), _working_directory(cwd), _process_state_restored(), \
-            _captured() as captured:
-        try:
-            code = cli.main(argv)
-        except SystemExit as exit_request:
-            code = _exit_status(exit_request.code)
-        finally:
-            proc.stop_all()
+    captured = _Captured()
+    try:
+        with _environment(env), _working_directory(cwd), _process_state_restored(), \
+                _captured() as captured:
+            try:
+                code = cli.main(argv)
+            except SystemExit as exit_request:
+                code = _exit_status(exit_request.code)
+            finally:
+                proc.stop_all()
+    except BaseException:
+        # What the command printed before it failed, beside the test's traceback.
+        sys.stderr.write(captured.stdout + captured.stderr)
+        raise
     _assert_no_child_left(children_before)
     return subprocess.CompletedProcess(["tinyforge", *argv], code, captured.stdout,
                                        captured.stderr)
@@ -119,7 +124,21 @@ class _Captured:
 def _captured() -> Iterator[_Captured]:
     """stdout and stderr of this process, file descriptors 1 and 2 included."""
     captured = _Captured()
-    files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            with _redirected(out, err):
+                yield captured
+        finally:
+            texts = []
+            for handle in (out, err):
+                handle.seek(0)
+                texts.append(handle.read().decode("utf-8", errors="backslashreplace"))
+            captured.stdout, captured.stderr = texts
+
+
+@contextlib.contextmanager
+def _redirected(out, err) -> Iterator[None]:
+    files = (out, err)
     saved_streams = (sys.stdout, sys.stderr)
     for stream in saved_streams:
         stream.flush()
@@ -132,7 +151,7 @@ def _captured() -> Iterator[_Captured]:
     sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), encoding="utf-8",
                                   errors="backslashreplace", line_buffering=True)
     try:
-        yield captured
+        yield
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # closed by the command
@@ -144,12 +163,6 @@ def _captured() -> Iterator[_Captured]:
         os.dup2(saved_fds[1], 2)
         for fd in saved_fds:
             os.close(fd)
-        texts = []
-        for handle in files:
-            handle.seek(0)
-            texts.append(handle.read().decode("utf-8", errors="backslashreplace"))
-            handle.close()
-        captured.stdout, captured.stderr = texts
 
 
 def descendants() -> set[int]:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real CLI (in this process, or a child process), real TensorFlow-made models, isolation.
+"""Shared fixtures: the real CLI (in this process or as a child process), real TensorFlow-made
+models, isolation, compiled harnesses kept between sessions.
 
 Every PlatformIO call in the tests gets its own empty core dir, so nothing reads or writes
 the developer's ~/.platformio and no test waits on another's package lock. tinyforge's own
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import pytest
 from cli_support import run_in_process
+from host_build import HostBuilds
+from host_build import cache_root as host_build_cache
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_SCRIPT = REPO / "tests" / "models" / "make_models.py"
@@ -181,6 +184,13 @@ def tflm_tree() -> Path:
     if not path.is_dir():
         pytest.skip(f"{TFLM_ENV}={value} does not exist")
     return path
+
+
+@pytest.fixture(scope="session")
+def host_builds(request, tmp_path_factory) -> HostBuilds:
+    """Compiler outputs kept in pytest's cache between sessions, keyed by every byte and flag
+    that makes them (tests/host_build.py)."""
+    return HostBuilds(host_build_cache(request.config), tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
