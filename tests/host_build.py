@@ -32,7 +32,7 @@ _PROBE_TIMEOUT_S = 120
 class HostBuilds:
     def __init__(self, cache_root: Path | None, session_tmp: Path):
         self.cache_root = cache_root          # None: no cache (pytest -p no:cacheprovider)
-        self.session_tmp = str(session_tmp)
+        self.session_tmp = os.path.realpath(session_tmp)
         self._versions: dict[str, str] = {}
 
     def build(self, argv, output: Path, compile_it: Callable[[], None]) -> None:
@@ -52,11 +52,13 @@ class HostBuilds:
         deps = self._dependencies(argv, output)
         if deps is None:
             return None
+        command = _without_output(argv, output)
         digest = hashlib.sha256()
         digest.update(self._version(argv[0]).encode())
-        for arg in _without_output(argv, output):
+        for arg in command:
             digest.update(arg.replace(self.session_tmp, "<tmp>").encode() + b"\0")
-        inputs = set(deps) | {arg for arg in argv[1:] if os.path.isfile(arg)}
+        inputs = set(deps) | {os.path.realpath(arg) for arg in command[1:]
+                              if os.path.isfile(arg)}
         for path in sorted(inputs):
             digest.update(path.replace(self.session_tmp, "<tmp>").encode() + b"\0")
             digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
