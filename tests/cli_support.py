@@ -40,9 +40,16 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
 _CHILDREN_GONE_WITHIN_S = 5.0
 
 
-def run_in_process(args, *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+class CommandTimedOut(BaseException):
+    """The in-process command ran past its timeout (a BaseException, so that no `except
+    Exception` of the command takes it for one of its own failures)."""
+
+
+def run_in_process(args, *, env: dict[str, str], cwd: Path,
+                   timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `tinyforge ARGS` in this process; a CompletedProcess like subprocess.run's with
-    capture_output=True, text=True."""
+    capture_output=True, text=True. Past `timeout` (a blocking open of a FIFO included) the
+    test fails with CommandTimedOut, as subprocess.run's timeout would fail it."""
     from tinyforge import cli, proc
 
     argv = [str(arg) for arg in args]
@@ -50,7 +57,7 @@ def run_in_process(args, *, env: dict[str, str], cwd: Path) -> subprocess.Comple
     captured = _Captured()
     try:
         with _environment(env), _working_directory(cwd), _process_state_restored(), \
-                _captured() as captured:
+                _captured() as captured, watchdog(timeout):
             try:
                 code = cli.main(argv)
             except SystemExit as exit_request:
@@ -64,6 +71,22 @@ def run_in_process(args, *, env: dict[str, str], cwd: Path) -> subprocess.Comple
     _assert_no_child_left(children_before)
     return subprocess.CompletedProcess(["tinyforge", *argv], code, captured.stdout,
                                        captured.stderr)
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float) -> Iterator[None]:
+    """Raise CommandTimedOut in this (the main) thread after `seconds`, even in a blocking
+    system call: the handler runs, and its exception ends the call."""
+    def expired(signum, frame):
+        raise CommandTimedOut(f"the command ran longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _exit_status(code) -> int:

@@ -96,10 +96,10 @@ def in_process(cli_env, monkeypatch) -> dict[str, str]:
 def tinyforge(cli_env, tmp_path):
     """Run the `tinyforge` command line in this process (tests/cli_support.py: its own
     environment, working directory and captured stdout/stderr, as a child would have them);
-    returns a CompletedProcess. `timeout` is accepted for `tinyforge_process`'s signature."""
+    returns a CompletedProcess."""
     def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
             check_rc: int | None = None) -> subprocess.CompletedProcess:
-        result = run_in_process(args, env=env or cli_env, cwd=cwd or tmp_path)
+        result = run_in_process(args, env=env or cli_env, cwd=cwd or tmp_path, timeout=timeout)
         if check_rc is not None:
             assert result.returncode == check_rc, (result.stdout, result.stderr)
         return result

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_support import handlers_installed
+from cli_support import handlers_installed, watchdog
 
 SINE_FLOAT = Path(__import__("tflite_micro").__file__).parent / "python" / "tflite_micro" / \
     "sine_float.tflite"
@@ -237,9 +237,9 @@ def _snapshot(project: Path) -> dict[str, bytes]:
 
 # --- the bad-input matrix -------------------------------------------------------------------
 #
-# Every row is one bad input. Each runs `tinyforge` (in this process through `cli.main`, or
-# with spawn=True as a real child process where only a process shows it: FIFOs that would
-# block, start-up) with HOME, the caches, the PlatformIO core dirs and TMPDIR inside the
+# Every row is one bad input. Each runs `tinyforge` (in this process through `cli.main`, under
+# a watchdog that fails the test if the command blocks, on a FIFO say; or with spawn=True as a
+# real child process where only a process shows it: start-up) with HOME, the caches, the PlatformIO core dirs and TMPDIR inside the
 # case's own folder, and checks:
 #   - exit code 1 (or 2), no traceback, the phrases, and a last line `hint: ...`;
 #   - nothing written anywhere in the case's folder (HOME, caches, TMPDIR, the inputs, the
@@ -650,16 +650,16 @@ MATRIX = [
     Bad("profile-fifo",
         lambda c: (c.fifo("boards/nano33ble.toml"),
                    c.env.update(TINYFORGE_BOARDS_PATH=str(c.inputs / "boards")), c.build())[2],
-        ("nano33ble.toml is a FIFO",), spawn=True),
+        ("nano33ble.toml is a FIFO",)),
     Bad("profile-unreadable",
         lambda c: (_chmod_000(P(c, N, 'name = "Arduino Nano 33 BLE Sense"', 'name = "x"')),
                    c.build())[1],
         ("permission denied",), needs_non_root=True),
     # --- model files --------------------------------------------------------------------------
     Bad("model-fifo", lambda c: c.build(model=c.fifo("model.tflite")),
-        ("model file", "is a FIFO (named pipe)"), spawn=True),
+        ("model file", "is a FIFO (named pipe)")),
     Bad("model-fifo-inspect", lambda c: ["inspect", c.fifo("model.tflite")],
-        ("is a FIFO",), spawn=True),
+        ("is a FIFO",)),
     Bad("model-dev-zero", lambda c: ["inspect", "/dev/zero"],
         ("model file /dev/zero is a character device",)),
     Bad("model-symlink-to-dev-zero", lambda c: c.build(model=c.link("m.tflite", "/dev/zero")),
@@ -686,13 +686,13 @@ MATRIX = [
                                        _with_schema_version(GESTURE.read_bytes(), 2))),
         ("TFLite schema version 2",)),
     Bad("keras-fifo", lambda c: c.build(model=c.fifo("model.keras")),
-        ("model", "model.keras is a FIFO"), spawn=True),
+        ("model", "model.keras is a FIFO")),
     Bad("keras-2gb-sparse", lambda c: c.build(model=c.sparse("model.keras")),
         ("2,147,483,648 B", "16 times the board's 983,040 B of flash")),
     Bad("saved-model-with-a-fifo",
         lambda c: (c.file("sm/saved_model.pb", b""), c.fifo("sm/variables/variables.index"),
                    c.build(model=c.inputs / "sm"))[2],
-        ("SavedModel file", "is a FIFO"), spawn=True),
+        ("SavedModel file", "is a FIFO")),
     # --- labels ---------------------------------------------------------------------------------
     Bad("labels-binary", lambda c: c.build("--labels", c.file("l.txt", b"a\x00\x00b\n" * 8)),
         ("labels file", "is a binary file")),
@@ -709,7 +709,7 @@ MATRIX = [
     Bad("labels-dev-zero", lambda c: c.build("--labels", "/dev/zero"),
         ("labels file /dev/zero is a character device",)),
     Bad("labels-fifo", lambda c: c.build("--labels", c.fifo("l.txt")),
-        ("labels file", "is a FIFO"), spawn=True),
+        ("labels file", "is a FIFO")),
     Bad("labels-unreadable", lambda c: c.build("--labels", _chmod_000(c.file("l.txt", "a\n"))),
         ("permission denied",), needs_non_root=True),
     # --- demo input .npy --------------------------------------------------------------------------
@@ -733,7 +733,7 @@ MATRIX = [
     Bad("demo-dev-zero", lambda c: c.build("--demo-input", "/dev/zero"),
         ("demo input /dev/zero is a character device",)),
     Bad("demo-fifo", lambda c: c.build("--demo-input", c.fifo("d.npy")),
-        ("demo input", "is a FIFO"), spawn=True),
+        ("demo input", "is a FIFO")),
     # --- calibration / validation data (.npy, .npz) -----------------------------------------------
     Bad("calibration-npy-claims-10^12-elements",
         lambda c: _calibration(c, c.file("c.npy", _npy_header((10 ** 12, 32, 3)))),
@@ -754,7 +754,7 @@ MATRIX = [
     Bad("calibration-2gb-sparse", lambda c: _calibration(c, c.sparse("c.npz")),
         ("2,147,483,648 B",)),
     Bad("calibration-fifo", lambda c: _calibration(c, c.fifo("c.npz")),
-        ("calibration file", "is a FIFO"), spawn=True),
+        ("calibration file", "is a FIFO")),
     Bad("calibration-unreadable",
         lambda c: _calibration(c, _chmod_000(c.file("c.npy", _npy_header((1, 32, 3),
                                                                          payload=bytes(384))))),
@@ -778,7 +778,7 @@ MATRIX = [
     Bad("manifest-fifo",
         lambda c: ((c.project / ".tinyforge").mkdir(parents=True),
                    os.mkfifo(c.project / ".tinyforge" / "manifest.json"), c.build())[2],
-        ("project manifest", "is a FIFO"), spawn=True),
+        ("project manifest", "is a FIFO")),
     # --- an unwritable HOME, cache or core dir ----------------------------------------------------
     Bad("home-unwritable-build-nano33ble", _home_then(lambda c: c.build()),
         ("cannot write PlatformIO's core dir", "PLATFORMIO_CORE_DIR=DIR")),
@@ -860,7 +860,7 @@ def _in_process(argv: list[str], case: Case, monkeypatch, capsys) -> tuple[int, 
     children = _descendants()
     capsys.readouterr()
     try:
-        with _memory_capped():
+        with _memory_capped(), watchdog(120):
             code = cli.main(argv)
     finally:
         logger.handlers[:], logger.level, logger.propagate = saved[:3]

@@ -6,9 +6,9 @@ A USB board is the one boundary that cannot exist here: it is modelled by a real
 (tests/fake_device.py), opened with real pyserial. QEMU, PlatformIO, TensorFlow and the host
 TFLM runtime are the real ones. Every command runs with an environment that carries a marker,
 so a /proc scan finds anything it left running, forked or spawned, even once reparented to
-init: in this process through `cli.main` (tests/cli_support.py) where the command's behaviour
-is the point, as a real child process where the process is (Ctrl-C, start-up, a command that
-could block, a file size limit).
+init: in this process through `cli.main` (tests/cli_support.py, whose watchdog also ends a
+command that blocks) where the command's behaviour is the point, as a real child process where
+the process is (Ctrl-C, start-up, a file size limit).
 """
 
 from __future__ import annotations
@@ -68,16 +68,10 @@ def assert_nothing_left(marker: str, wait: float = 5.0) -> None:
     assert not left, "processes outlived the command:\n" + "\n".join(p.describe() for p in left)
 
 
-def cli(env: dict, *args, cwd: Path) -> subprocess.CompletedProcess:
+def cli(env: dict, *args, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """`tinyforge ARGS` in this process (tests/cli_support.py) with `env` as its whole
     environment: whatever it starts inherits the marker, so the /proc scan still finds it."""
-    return run_in_process(args, env=env, cwd=cwd)
-
-
-def cli_process(env: dict, *args, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`tinyforge ARGS` as a child process, where a hang must end in a failed test."""
-    return subprocess.run([sys.executable, "-m", "tinyforge", *map(str, args)], env=env,
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return run_in_process(args, env=env, cwd=cwd, timeout=timeout)
 
 
 def start_cli(env: dict, *args, cwd: Path) -> subprocess.Popen:
@@ -429,8 +423,8 @@ def test_a_csv_log_that_is_a_fifo_is_refused_without_blocking(marked_env, tmp_pa
     fifo = tmp_path / "log.csv"
     os.mkfifo(fifo)  # opening it for writing would wait for a reader forever
     with FakeDevice(tmp_path) as device:
-        result = cli_process(marked_env, "monitor", "--board", "nano33ble", "--port",
-                             device.port, "--csv", fifo, cwd=tmp_path, timeout=60)
+        result = cli(marked_env, "monitor", "--board", "nano33ble", "--port", device.port,
+                     "--csv", fifo, cwd=tmp_path, timeout=60)
     refused(result, 1, "is not a regular file", "--csv")
 
 
