@@ -9,8 +9,9 @@ the TFLM tier compiles TFLM once, not once per session).
 
 Test tiers (markers, pyproject.toml): `make test` runs everything a fresh machine can;
 `make test-fast` leaves out `emulator`, `tensorflow`, `tflm_tree` and `slow`. Markers that
-follow from a fixture are added here: `emulator` for `selftest_project` (QEMU), `tflm_tree`
-for `tflm_tree`, and `tensorflow` for `models` while its models are not cached yet.
+follow from a fixture are added here: `emulator` for `selftest_project` and
+`handover_project` (firmware built with PlatformIO and run in QEMU), `tflm_tree` for
+`tflm_tree`, and `tensorflow` for `models` while its models are not cached yet.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ BUILD_CACHE_ENV = "TINYFORGE_BUILD_CACHE_DIR"
 _MODELS_CACHE = "tinyforge-test-models"
 _MODELS_DONE = ".complete"
 _MODELS_SHAPED_BY = ("tensorflow-cpu", "tensorflow", "keras", "numpy")
-_FIXTURE_MARKERS = {"selftest_project": "emulator", "tflm_tree": "tflm_tree"}
+_FIXTURE_MARKERS = {"selftest_project": "emulator", "handover_project": "emulator",
+                    "tflm_tree": "tflm_tree"}
 
 
 def pytest_collection_modifyitems(config, items):
