@@ -246,6 +246,25 @@ def _wait_until_open(child: subprocess.Popen, path: str, timeout: float = 30) ->
     raise AssertionError(f"the command never opened {path}")
 
 
+def _writes(child: subprocess.Popen) -> int:
+    """How many write system calls `child` has made (/proc/PID/io)."""
+    for line in Path(f"/proc/{child.pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise AssertionError("no syscw in /proc/PID/io")
+
+
+def _wait_until_writing(child: subprocess.Popen, since: int, timeout: float = 30) -> None:
+    """Until `child` has made a write system call since it had made `since` of them: the
+    monitor writes nothing but HELLO before BOOT, so its HELLO has started (and, on a board
+    that stopped reading, cannot finish before the write timeout)."""
+    deadline = time.monotonic() + timeout
+    while _writes(child) <= since:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the monitor never sent its HELLO"
+        time.sleep(0.01)
+
+
 def test_monitor_reconnects_when_a_send_fails(nano_project, marked_env, tmp_path):
     """The monitor's HELLO blocks on a board that stopped reading; it is unplugged during
     that write; it comes back: the monitor carries on as after a failed read."""
@@ -255,7 +274,10 @@ def test_monitor_reconnects_when_a_send_fails(nano_project, marked_env, tmp_path
         child = start_cli(marked_env, "monitor", "--project-dir", nano_project, "--port",
                           link, "--count", "1", "--timeout", "40", "--json", cwd=tmp_path)
         _wait_until_open(child, first.slave_path)
-        time.sleep(2.0)  # HELLO goes out 0.5 s after opening and blocks for up to 5 s
+        # HELLO goes out 0.5 s after opening and blocks for up to ports.WRITE_TIMEOUT_S:
+        # unplugged once it is under way, whatever the load of the machine.
+        _wait_until_writing(child, since=_writes(child))
+        time.sleep(0.2)
     time.sleep(0.5)
     with FakeDevice(tmp_path, link=link) as second:
         second.expect("HELLO")
