@@ -181,7 +181,7 @@ def test_project_dir_not_writable(tinyforge, models, tmp_path):
         _refused(result, "not writable", project=locked / "project")
 
 
-@pytest.mark.slow  # eleven renders in child processes
+@pytest.mark.slow  # nine interrupted renders in child processes
 def test_ctrl_c_during_rendering_leaves_the_previous_project_intact(models, tmp_path, cli_env,
                                                                    tinyforge):
     def argv(model: str, project: Path) -> list[str]:
@@ -239,8 +239,8 @@ def _snapshot(project: Path) -> dict[str, bytes]:
 #
 # Every row is one bad input. Each runs `tinyforge` (in this process through `cli.main`, under
 # a watchdog that fails the test if the command blocks, on a FIFO say; or with spawn=True as a
-# real child process where only a process shows it: start-up) with HOME, the caches, the PlatformIO core dirs and TMPDIR inside the
-# case's own folder, and checks:
+# real child process where only a process shows it: start-up) with HOME, the caches, the
+# PlatformIO core dirs and TMPDIR inside the case's own folder, and checks:
 #   - exit code 1 (or 2), no traceback, the phrases, and a last line `hint: ...`;
 #   - nothing written anywhere in the case's folder (HOME, caches, TMPDIR, the inputs, the
 #     project): compared entry by entry with lstat, so FIFOs and sparse files are not read;
