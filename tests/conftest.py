@@ -1,4 +1,5 @@
-"""Shared fixtures: the real CLI in a child process, real TensorFlow-made models, isolation.
+"""Shared fixtures: the real CLI (in this process or as a child process), real TensorFlow-made
+models, isolation, compiled harnesses kept between sessions.
 
 Every PlatformIO call in the tests gets its own empty core dir, so nothing reads or writes
 the developer's ~/.platformio and no test waits on another's package lock. tinyforge's own
@@ -8,8 +9,9 @@ the TFLM tier compiles TFLM once, not once per session).
 
 Test tiers (markers, pyproject.toml): `make test` runs everything a fresh machine can;
 `make test-fast` leaves out `emulator`, `tensorflow`, `tflm_tree` and `slow`. Markers that
-follow from a fixture are added here: `emulator` for `selftest_project` (QEMU), `tflm_tree`
-for `tflm_tree`, and `tensorflow` for `models` while its models are not cached yet.
+follow from a fixture are added here: `emulator` for `selftest_project` and
+`handover_project` (firmware built with PlatformIO and run in QEMU), `tflm_tree` for
+`tflm_tree`, and `tensorflow` for `models` while its models are not cached yet.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_in_process
+from host_build import HostBuilds
+from host_build import cache_root as host_build_cache
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_SCRIPT = REPO / "tests" / "models" / "make_models.py"
@@ -34,7 +39,8 @@ BUILD_CACHE_ENV = "TINYFORGE_BUILD_CACHE_DIR"
 _MODELS_CACHE = "tinyforge-test-models"
 _MODELS_DONE = ".complete"
 _MODELS_SHAPED_BY = ("tensorflow-cpu", "tensorflow", "keras", "numpy")
-_FIXTURE_MARKERS = {"selftest_project": "emulator", "tflm_tree": "tflm_tree"}
+_FIXTURE_MARKERS = {"selftest_project": "emulator", "handover_project": "emulator",
+                    "tflm_tree": "tflm_tree"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -90,7 +96,22 @@ def in_process(cli_env, monkeypatch) -> dict[str, str]:
 
 @pytest.fixture
 def tinyforge(cli_env, tmp_path):
-    """Run the real `tinyforge` command line; returns the CompletedProcess."""
+    """Run the `tinyforge` command line in this process (tests/cli_support.py: its own
+    environment, working directory and captured stdout/stderr, as a child would have them);
+    returns a CompletedProcess."""
+    def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
+            check_rc: int | None = None) -> subprocess.CompletedProcess:
+        result = run_in_process(args, env=env or cli_env, cwd=cwd or tmp_path, timeout=timeout)
+        if check_rc is not None:
+            assert result.returncode == check_rc, (result.stdout, result.stderr)
+        return result
+    return run
+
+
+@pytest.fixture
+def tinyforge_process(cli_env, tmp_path):
+    """Run the real `tinyforge` command line in a child process (`python -m tinyforge`), for
+    what only a process shows: the entry point's exit status, signals, start-up."""
     def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
             check_rc: int | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run([sys.executable, "-m", "tinyforge", *map(str, args)],
@@ -165,6 +186,13 @@ def tflm_tree() -> Path:
     if not path.is_dir():
         pytest.skip(f"{TFLM_ENV}={value} does not exist")
     return path
+
+
+@pytest.fixture(scope="session")
+def host_builds(request, tmp_path_factory) -> HostBuilds:
+    """Compiler outputs kept in pytest's cache between sessions, keyed by every byte and flag
+    that makes them (tests/host_build.py)."""
+    return HostBuilds(host_build_cache(request.config), tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

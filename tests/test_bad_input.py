@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_support import handlers_installed, watchdog
 
 SINE_FLOAT = Path(__import__("tflite_micro").__file__).parent / "python" / "tflite_micro" / \
     "sine_float.tflite"
@@ -180,42 +181,53 @@ def test_project_dir_not_writable(tinyforge, models, tmp_path):
         _refused(result, "not writable", project=locked / "project")
 
 
-@pytest.mark.slow
-def test_ctrl_c_during_rendering_leaves_the_previous_project_intact(models, tmp_path, cli_env):
+@pytest.mark.slow  # nine interrupted renders in child processes
+def test_ctrl_c_during_rendering_leaves_the_previous_project_intact(models, tmp_path, cli_env,
+                                                                   tinyforge):
     def argv(model: str, project: Path) -> list[str]:
-        return [sys.executable, "-m", "tinyforge", "build", "--no-compile", "--project-dir",
-                str(project), "--model", str(models / model)]
+        return ["build", "--no-compile", "--project-dir", str(project), "--model",
+                str(models / model)]
 
     # Renders are deterministic, so the complete project for each model is known in advance.
     complete = {}
     for model in ("conv_int8.tflite", "dense_int8.tflite"):
-        subprocess.run(argv(model, tmp_path / model), env=cli_env, check=True,
-                       capture_output=True)
+        tinyforge(*argv(model, tmp_path / model), check_rc=0)
         complete[model] = _snapshot(tmp_path / model)
     project = tmp_path / "p"
-    subprocess.run(argv("conv_int8.tflite", project), env=cli_env, check=True,
-                   capture_output=True)
+    tinyforge(*argv("conv_int8.tflite", project), check_rc=0)
     current, other = "conv_int8.tflite", "dense_int8.tflite"
-    # Interrupt a render of the other model at many points. The project must always be one
-    # complete render, never a mix, and an interrupted run exits 130.
+    # Interrupt a render of the other model at many points, counted from the moment the child
+    # has tinyforge's own handlers in place (a signal before that hits Python's start-up,
+    # which tests/test_device_boundary.py covers): the project must always be one complete
+    # render, never a mix, and every interrupted run exits 130 without a traceback. At delay
+    # 0 the child has all its imports, the model checks and two arena searches still ahead of
+    # its first write, so at least that run is interrupted before writing.
     interrupted_before_commit = 0
-    for delay in (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.5, 1.8, 2.2):
-        child = subprocess.Popen(argv(other, project), env=cli_env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
+    for delay in (0.0, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.2, 1.6):
+        child = subprocess.Popen([sys.executable, "-m", "tinyforge", *argv(other, project)],
+                                 env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_for_handlers(child)
         time.sleep(delay)
         child.send_signal(signal.SIGINT)
         _, err = child.communicate(timeout=120)
-        assert b"Traceback" not in err
-        # 130, or killed by SIGINT itself (-2: a shell shows both as 130) when the signal
-        # lands while Python is still starting or already finishing.
-        assert child.returncode in (0, 130, -signal.SIGINT), (child.returncode, err)
+        assert b"Traceback" not in err, err.decode()
+        # 0 only when the signal came after the command had finished its work.
+        assert child.returncode in (0, 130), (child.returncode, err)
         now = _snapshot(project)
         assert now in (complete[current], complete[other]), "the project is a mix of renders"
         if now == complete[other]:
             current, other = other, current
         elif child.returncode == 130:
             interrupted_before_commit += 1
-    assert interrupted_before_commit, "no run was interrupted before writing: delays too long"
+    assert interrupted_before_commit, "no run was interrupted before writing"
+
+
+def _wait_for_handlers(child: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not handlers_installed(child.pid):
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "tinyforge never installed its signal handlers"
+        time.sleep(0.002)
 
 
 def _snapshot(project: Path) -> dict[str, bytes]:
@@ -225,10 +237,10 @@ def _snapshot(project: Path) -> dict[str, bytes]:
 
 # --- the bad-input matrix -------------------------------------------------------------------
 #
-# Every row is one bad input. Each runs `tinyforge` (in this process through `cli.main`, or
-# with spawn=True as a real child process where only a process shows it: FIFOs that would
-# block, start-up) with HOME, the caches, the PlatformIO core dirs and TMPDIR inside the
-# case's own folder, and checks:
+# Every row is one bad input. Each runs `tinyforge` (in this process through `cli.main`, under
+# a watchdog that fails the test if the command blocks, on a FIFO say; or with spawn=True as a
+# real child process where only a process shows it: start-up) with HOME, the caches, the
+# PlatformIO core dirs and TMPDIR inside the case's own folder, and checks:
 #   - exit code 1 (or 2), no traceback, the phrases, and a last line `hint: ...`;
 #   - nothing written anywhere in the case's folder (HOME, caches, TMPDIR, the inputs, the
 #     project): compared entry by entry with lstat, so FIFOs and sparse files are not read;
@@ -638,16 +650,16 @@ MATRIX = [
     Bad("profile-fifo",
         lambda c: (c.fifo("boards/nano33ble.toml"),
                    c.env.update(TINYFORGE_BOARDS_PATH=str(c.inputs / "boards")), c.build())[2],
-        ("nano33ble.toml is a FIFO",), spawn=True),
+        ("nano33ble.toml is a FIFO",)),
     Bad("profile-unreadable",
         lambda c: (_chmod_000(P(c, N, 'name = "Arduino Nano 33 BLE Sense"', 'name = "x"')),
                    c.build())[1],
         ("permission denied",), needs_non_root=True),
     # --- model files --------------------------------------------------------------------------
     Bad("model-fifo", lambda c: c.build(model=c.fifo("model.tflite")),
-        ("model file", "is a FIFO (named pipe)"), spawn=True),
+        ("model file", "is a FIFO (named pipe)")),
     Bad("model-fifo-inspect", lambda c: ["inspect", c.fifo("model.tflite")],
-        ("is a FIFO",), spawn=True),
+        ("is a FIFO",)),
     Bad("model-dev-zero", lambda c: ["inspect", "/dev/zero"],
         ("model file /dev/zero is a character device",)),
     Bad("model-symlink-to-dev-zero", lambda c: c.build(model=c.link("m.tflite", "/dev/zero")),
@@ -674,13 +686,13 @@ MATRIX = [
                                        _with_schema_version(GESTURE.read_bytes(), 2))),
         ("TFLite schema version 2",)),
     Bad("keras-fifo", lambda c: c.build(model=c.fifo("model.keras")),
-        ("model", "model.keras is a FIFO"), spawn=True),
+        ("model", "model.keras is a FIFO")),
     Bad("keras-2gb-sparse", lambda c: c.build(model=c.sparse("model.keras")),
         ("2,147,483,648 B", "16 times the board's 983,040 B of flash")),
     Bad("saved-model-with-a-fifo",
         lambda c: (c.file("sm/saved_model.pb", b""), c.fifo("sm/variables/variables.index"),
                    c.build(model=c.inputs / "sm"))[2],
-        ("SavedModel file", "is a FIFO"), spawn=True),
+        ("SavedModel file", "is a FIFO")),
     # --- labels ---------------------------------------------------------------------------------
     Bad("labels-binary", lambda c: c.build("--labels", c.file("l.txt", b"a\x00\x00b\n" * 8)),
         ("labels file", "is a binary file")),
@@ -697,7 +709,7 @@ MATRIX = [
     Bad("labels-dev-zero", lambda c: c.build("--labels", "/dev/zero"),
         ("labels file /dev/zero is a character device",)),
     Bad("labels-fifo", lambda c: c.build("--labels", c.fifo("l.txt")),
-        ("labels file", "is a FIFO"), spawn=True),
+        ("labels file", "is a FIFO")),
     Bad("labels-unreadable", lambda c: c.build("--labels", _chmod_000(c.file("l.txt", "a\n"))),
         ("permission denied",), needs_non_root=True),
     # --- demo input .npy --------------------------------------------------------------------------
@@ -721,7 +733,7 @@ MATRIX = [
     Bad("demo-dev-zero", lambda c: c.build("--demo-input", "/dev/zero"),
         ("demo input /dev/zero is a character device",)),
     Bad("demo-fifo", lambda c: c.build("--demo-input", c.fifo("d.npy")),
-        ("demo input", "is a FIFO"), spawn=True),
+        ("demo input", "is a FIFO")),
     # --- calibration / validation data (.npy, .npz) -----------------------------------------------
     Bad("calibration-npy-claims-10^12-elements",
         lambda c: _calibration(c, c.file("c.npy", _npy_header((10 ** 12, 32, 3)))),
@@ -742,7 +754,7 @@ MATRIX = [
     Bad("calibration-2gb-sparse", lambda c: _calibration(c, c.sparse("c.npz")),
         ("2,147,483,648 B",)),
     Bad("calibration-fifo", lambda c: _calibration(c, c.fifo("c.npz")),
-        ("calibration file", "is a FIFO"), spawn=True),
+        ("calibration file", "is a FIFO")),
     Bad("calibration-unreadable",
         lambda c: _calibration(c, _chmod_000(c.file("c.npy", _npy_header((1, 32, 3),
                                                                          payload=bytes(384))))),
@@ -766,7 +778,7 @@ MATRIX = [
     Bad("manifest-fifo",
         lambda c: ((c.project / ".tinyforge").mkdir(parents=True),
                    os.mkfifo(c.project / ".tinyforge" / "manifest.json"), c.build())[2],
-        ("project manifest", "is a FIFO"), spawn=True),
+        ("project manifest", "is a FIFO")),
     # --- an unwritable HOME, cache or core dir ----------------------------------------------------
     Bad("home-unwritable-build-nano33ble", _home_then(lambda c: c.build()),
         ("cannot write PlatformIO's core dir", "PLATFORMIO_CORE_DIR=DIR")),
@@ -848,7 +860,7 @@ def _in_process(argv: list[str], case: Case, monkeypatch, capsys) -> tuple[int, 
     children = _descendants()
     capsys.readouterr()
     try:
-        with _memory_capped():
+        with _memory_capped(), watchdog(120):
             code = cli.main(argv)
     finally:
         logger.handlers[:], logger.level, logger.propagate = saved[:3]

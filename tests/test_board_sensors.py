@@ -186,7 +186,7 @@ MODEL_DIR = REPO / "tests" / "cpp" / "arduino_model"
 DRIVER = REPO / "tests" / "cpp" / "board_sensors_model.cpp"
 
 
-def _model_binary(tmp_path: Path, model: Path, config: Path) -> Path:
+def _model_binary(tmp_path: Path, model: Path, config: Path, host_builds) -> Path:
     from tinyforge.pipeline import settings
     gxx = shutil.which("g++")
     if gxx is None:
@@ -198,12 +198,15 @@ def _model_binary(tmp_path: Path, model: Path, config: Path) -> Path:
     binary = tmp_path / "driver"
     sources = [REPO / "firmware_templates" / "runtime" / "arduino" / "board_sensors_arduino.cpp",
                DRIVER, tmp_path / "pipeline_math.cpp"]
-    result = subprocess.run(
-        [gxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-g",
-         "-fsanitize=address,undefined", "-fno-sanitize-recover=all", f"-I{tmp_path}",
-         f"-I{MODEL_DIR}", *map(str, sources), "-o", str(binary)],
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    argv = [gxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-g",
+            "-fsanitize=address,undefined", "-fno-sanitize-recover=all", f"-I{tmp_path}",
+            f"-I{MODEL_DIR}", *map(str, sources), "-o", str(binary)]
+
+    def compile_it() -> None:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    host_builds.build(argv, binary, compile_it)
     return binary
 
 
@@ -217,8 +220,8 @@ RAW = [[0, 8192, -8192, 0, 16384, -16384], [32767, -32768, 1, -1, 32767, -32768]
        [123, -4567, 8191, 2048, -2049, 7], [-1, 2, -3, 4, -5, 6]]
 
 
-def test_the_imu_of_either_revision_is_found_by_its_identity_register(tmp_path):
-    binary = _model_binary(tmp_path, GESTURE, GESTURE_CONFIG)
+def test_the_imu_of_either_revision_is_found_by_its_identity_register(tmp_path, host_builds):
+    binary = _model_binary(tmp_path, GESTURE, GESTURE_CONFIG, host_builds)
     counts = [f"counts={','.join(map(str, r))}" for r in RAW]
     # rev1: only the LSM9DS1 library is started; readings come back as the same counts.
     assert _run(binary, "lsm9ds1") == [
@@ -237,8 +240,9 @@ def test_the_imu_of_either_revision_is_found_by_its_identity_register(tmp_path):
         "kind=0 rate=0 lsm_begins=1 bmi_begins=0 bmi_config=-1", "microphone=0"]
 
 
-def test_pdm_blocks_reach_the_ring_in_order_and_the_overflow_is_counted(tmp_path):
-    binary = _model_binary(tmp_path, KEYWORD, KEYWORD_CONFIG)
+def test_pdm_blocks_reach_the_ring_in_order_and_the_overflow_is_counted(tmp_path,
+                                                                       host_builds):
+    binary = _model_binary(tmp_path, KEYWORD, KEYWORD_CONFIG, host_builds)
     # Mono at 16 kHz; every block is taken whole (the library would stop otherwise); what the
     # ring has no room for is counted as dropped, never written over older samples.
     assert _run(binary, "pdm") == ["started=1 channels=1 rate=16000 imu=0",

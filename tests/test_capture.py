@@ -5,16 +5,19 @@ bad options fail before anything is built or written."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 from capture_board import CaptureFirmwareModel
+from cli_support import run_in_process
 from fake_device import FakeDevice
 
 from tinyforge.device import ports
@@ -148,6 +151,7 @@ def test_a_board_that_falls_silent_is_reported(tmp_path, monkeypatch):
 # --- the command line: Ctrl-C, exit codes, bad input --------------------------------------
 
 def _cli(tmp_path, *args):
+    """`tinyforge capture ARGS` as a child process: Ctrl-C is what it is sent."""
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get(
         "PYTHONPATH", "").split(os.pathsep) if p])
@@ -156,13 +160,39 @@ def _cli(tmp_path, *args):
                             stderr=subprocess.PIPE, text=True)
 
 
+def _capture(tmp_path, *args) -> subprocess.CompletedProcess:
+    """`tinyforge capture ARGS` in this process (tests/cli_support.py)."""
+    return run_in_process(["capture", *args], env=dict(os.environ), cwd=tmp_path)
+
+
+WAV_HEADER_BYTES = 44
+
+
+def _wait_until_written(folder: Path, pattern: str, size: int, child, timeout: float = 30):
+    """Until a file matching `pattern` holds `size` bytes on disk: what the command has
+    written is at least what it has received, whatever the load of the machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in folder.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):  # renamed into place meanwhile
+                if path.stat().st_size >= size:
+                    return
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.01)
+    raise AssertionError(f"the command never wrote {size} bytes to {pattern}")
+
+
 def test_ctrl_c_finishes_the_file_and_exits_130(tmp_path):
     audio = _audio()
+    lines = 40
     with FakeDevice(tmp_path) as device, \
             CaptureFirmwareModel(device, "microphone", audio) as model:
         child = _cli(tmp_path, "out.wav", "--input", "microphone", "--no-upload",
                      "--port", device.port)
-        model.wait_lines(40)
+        # Interrupted once 40 lines are in its file (the partial file, written as they come):
+        # those at least must be in the finished file.
+        _wait_until_written(tmp_path, ".out.wav.*.part", WAV_HEADER_BYTES + lines * 256 * 2,
+                            child)
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)
         assert child.returncode == 130, (out, err)
@@ -170,7 +200,8 @@ def test_ctrl_c_finishes_the_file_and_exits_130(tmp_path):
         assert "capture interrupted" in err and "keeps" in err
         recording = readers.read_wav(tmp_path / "out.wav")
         received = len(recording.samples)
-        assert received >= 40 * 256 and received % 256 == 0
+        assert received >= lines * 256 and received % 256 == 0
+        assert f"keeps {received:,} samples" in err, err
         np.testing.assert_array_equal(recording.samples, model.expected(received // 256))
         assert model.stops == 1
     _no_partial_files(tmp_path)
@@ -179,12 +210,11 @@ def test_ctrl_c_finishes_the_file_and_exits_130(tmp_path):
 def test_a_full_capture_from_the_command_line(tmp_path):
     with FakeDevice(tmp_path) as device, \
             CaptureFirmwareModel(device, "imu", _imu(), speed=4.0) as model:
-        child = _cli(tmp_path, "g.npz", "--input", "imu", "--no-upload", "--port", device.port,
-                     "--seconds", "1", "--json")
-        out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, (out, err)
+        result = _capture(tmp_path, "g.npz", "--input", "imu", "--no-upload", "--port",
+                          device.port, "--seconds", "1", "--json")
+    assert result.returncode == 0, (result.stdout, result.stderr)
     import json
-    report = json.loads(out)
+    report = json.loads(result.stdout)
     assert report["samples"] == 119 and report["part"] == "lsm9ds1"
     assert report["rate_hz"] == 119.0 and report["ended"] == "duration"
     assert model.captures == 1
@@ -193,11 +223,12 @@ def test_a_full_capture_from_the_command_line(tmp_path):
 def test_stream_failures_exit_2(tmp_path):
     with FakeDevice(tmp_path) as device, \
             CaptureFirmwareModel(device, "imu", _imu(), no_sensor=True) as model:
-        child = _cli(tmp_path, "g.csv", "--input", "imu", "--no-upload", "--port", device.port)
-        out, err = child.communicate(timeout=60)
-    assert child.returncode == 2, (out, err)
+        result = _capture(tmp_path, "g.csv", "--input", "imu", "--no-upload", "--port",
+                          device.port)
+    assert result.returncode == 2, (result.stdout, result.stderr)
     assert model.captures == 1 and not (tmp_path / "g.csv").exists()
-    assert "error: the board's imu did not start" in err and "hint:" in err
+    assert "error: the board's imu did not start" in result.stderr
+    assert "hint:" in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -210,10 +241,10 @@ def test_stream_failures_exit_2(tmp_path):
     (["x.wav", "--input", "microphone", "--board", "nope"], "unknown board 'nope'"),
 ])
 def test_bad_input_fails_before_anything_is_built(tmp_path, args, message):
-    child = _cli(tmp_path, *args)
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 1, (out, err)
-    assert message in err and "hint:" in err
+    result = _capture(tmp_path, *args)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert message in result.stderr and "hint:" in result.stderr
+    assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

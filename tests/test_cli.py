@@ -12,7 +12,9 @@ import pytest
 from qemu_support import require_emulator
 
 
-def test_help_version_and_usage_errors(tinyforge):
+def test_help_version_and_usage_errors(tinyforge_process):
+    """The real entry point: argparse exits through SystemExit, usage errors exit 1."""
+    tinyforge = tinyforge_process
     assert "build" in tinyforge("--help", check_rc=0).stdout
     assert tinyforge("--version", check_rc=0).stdout.startswith("tinyforge ")
     result = tinyforge("build", "--bogus")

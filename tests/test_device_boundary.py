@@ -4,9 +4,11 @@ and the flash -> monitor handover.
 
 A USB board is the one boundary that cannot exist here: it is modelled by a real pty
 (tests/fake_device.py), opened with real pyserial. QEMU, PlatformIO, TensorFlow and the host
-TFLM runtime are the real ones. Every command runs as the real CLI in a child process whose
-environment carries a marker, so a /proc scan finds anything it left running, forked or
-spawned, even once reparented to init.
+TFLM runtime are the real ones. Every command runs with an environment that carries a marker,
+so a /proc scan finds anything it left running, forked or spawned, even once reparented to
+init: in this process through `cli.main` (tests/cli_support.py, whose watchdog also ends a
+command that blocks) where the command's behaviour is the point, as a real child process where
+the process is (Ctrl-C, start-up, a file size limit).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import serial
+from cli_support import handlers_installed, run_in_process
 from fake_device import UNPLUG, FakeDevice, FakeFirmware, boot_line, result_line
 from qemu_support import (
     DEAD_PROXY,
@@ -66,8 +69,9 @@ def assert_nothing_left(marker: str, wait: float = 5.0) -> None:
 
 
 def cli(env: dict, *args, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tinyforge", *map(str, args)], env=env,
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    """`tinyforge ARGS` in this process (tests/cli_support.py) with `env` as its whole
+    environment: whatever it starts inherits the marker, so the /proc scan still finds it."""
+    return run_in_process(args, env=env, cwd=cwd, timeout=timeout)
 
 
 def start_cli(env: dict, *args, cwd: Path) -> subprocess.Popen:
@@ -175,7 +179,10 @@ def test_a_flush_on_a_vanished_port_is_a_device_error(tmp_path):
     _link_lost(caught, "write to", termios.error)
 
 
-def test_a_board_that_stopped_reading_is_a_write_timeout(tmp_path):
+def test_a_board_that_stopped_reading_is_a_write_timeout(tmp_path, monkeypatch):
+    # The named timeout, shortened: what is checked is that the write gives up after it and
+    # says so, not its length (a blocked write on a pty also spins pyserial on the CPU).
+    monkeypatch.setattr(ports, "WRITE_TIMEOUT_S", 1.0)
     with FakeDevice(tmp_path) as device:
         talk = _open(device)
         device.stop_reading()
@@ -239,6 +246,25 @@ def _wait_until_open(child: subprocess.Popen, path: str, timeout: float = 30) ->
     raise AssertionError(f"the command never opened {path}")
 
 
+def _writes(child: subprocess.Popen) -> int:
+    """How many write system calls `child` has made (/proc/PID/io)."""
+    for line in Path(f"/proc/{child.pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise AssertionError("no syscw in /proc/PID/io")
+
+
+def _wait_until_writing(child: subprocess.Popen, since: int, timeout: float = 30) -> None:
+    """Until `child` has made a write system call since it had made `since` of them: the
+    monitor writes nothing but HELLO before BOOT, so its HELLO has started (and, on a board
+    that stopped reading, cannot finish before the write timeout)."""
+    deadline = time.monotonic() + timeout
+    while _writes(child) <= since:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the monitor never sent its HELLO"
+        time.sleep(0.01)
+
+
 def test_monitor_reconnects_when_a_send_fails(nano_project, marked_env, tmp_path):
     """The monitor's HELLO blocks on a board that stopped reading; it is unplugged during
     that write; it comes back: the monitor carries on as after a failed read."""
@@ -248,7 +274,10 @@ def test_monitor_reconnects_when_a_send_fails(nano_project, marked_env, tmp_path
         child = start_cli(marked_env, "monitor", "--project-dir", nano_project, "--port",
                           link, "--count", "1", "--timeout", "40", "--json", cwd=tmp_path)
         _wait_until_open(child, first.slave_path)
-        time.sleep(2.0)  # HELLO goes out 0.5 s after opening and blocks for up to 5 s
+        # HELLO goes out 0.5 s after opening and blocks for up to ports.WRITE_TIMEOUT_S:
+        # unplugged once it is under way, whatever the load of the machine.
+        _wait_until_writing(child, since=_writes(child))
+        time.sleep(0.2)
     time.sleep(0.5)
     with FakeDevice(tmp_path, link=link) as second:
         second.expect("HELLO")
@@ -457,7 +486,13 @@ def test_a_csv_log_that_cannot_grow_keeps_its_whole_rows(marked_env, tmp_path):
 def test_monitor_says_when_the_firmware_waits_for_host_input(tmp_path, marked_env):
     model = EXAMPLE / "gesture_int8.tflite"
     boots = {}
-    for name, extra in (("without", ()), ("with", ("--demo-input", EXAMPLE / "demo_input.npy"))):
+    # A firmware with a demo input runs it right after BOOT: its first result ends the monitor
+    # (--count 1). One without waits silently, so only the timeout ends that monitor.
+    demo_result = result_line(0, [([1, 2, 3, 4], [0.0, 0.25, 0.5, 0.75])], src="demo")
+    for name, extra, after_boot, until in (
+            ("without", (), b"", ("--timeout", "2")),
+            ("with", ("--demo-input", EXAMPLE / "demo_input.npy"), demo_result,
+             ("--count", "1", "--timeout", "60"))):
         project = tmp_path / name
         result = cli(marked_env, "build", "--model", model, "--project-dir", project,
                      "--no-compile", *extra, cwd=tmp_path)
@@ -466,9 +501,10 @@ def test_monitor_says_when_the_firmware_waits_for_host_input(tmp_path, marked_en
         sha = hashlib.sha256((project / ".tinyforge" / "model.tflite").read_bytes()).hexdigest()
         boot = boot_line(model_sha256=sha, inputs="int8:1x32x3:0.1:0",
                          outputs="int8:1x4:0.00390625:-128")
-        with FakeDevice(tmp_path) as device, FakeFirmware(device, boot, lambda *_: None):
+        with FakeDevice(tmp_path) as device, \
+                FakeFirmware(device, boot + after_boot, lambda *_: None):
             boots[name] = cli(marked_env, "monitor", "--project-dir", project, "--port",
-                              device.port, "--timeout", "2", cwd=tmp_path)
+                              device.port, *until, cwd=tmp_path)
     for result in boots.values():
         assert result.returncode == 0 and "boot  nano33ble: ready" in result.stdout
     said = boots["without"].stderr
@@ -486,9 +522,13 @@ def while_forever(models) -> Path:
 
 
 def test_a_model_that_loops_forever_is_stopped_and_reported(while_forever, marked_env,
-                                                            tmp_path):
-    from tinyforge.model.host_runtime import HOST_RUN_TIMEOUT_S
+                                                            tmp_path, monkeypatch):
+    from tinyforge.model import host_runtime
 
+    # The named limit, shortened (10 s of a spinning child otherwise): what is checked is that
+    # the run is stopped at the limit, once, and reported, not the limit's length.
+    monkeypatch.setattr(host_runtime, "HOST_RUN_TIMEOUT_S", 2.0)
+    HOST_RUN_TIMEOUT_S = host_runtime.HOST_RUN_TIMEOUT_S
     project = tmp_path / "p"
     started = time.monotonic()
     result = cli(marked_env, "build", "--model", while_forever, "--quantize", "float32",
@@ -504,17 +544,6 @@ def test_a_model_that_loops_forever_is_stopped_and_reported(while_forever, marke
 
 # --- Ctrl-C at any moment ---------------------------------------------------------------------
 
-def _handlers_installed(pid: int) -> bool:
-    """Whether tinyforge's signal handlers are in place (it alone catches SIGALRM)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    caught = int(next(line for line in status.splitlines()
-                      if line.startswith("SigCgt:")).split()[1], 16)
-    return bool(caught & (1 << (signal.SIGALRM - 1)))
-
-
 class Interrupted:
     """One run of the CLI interrupted with SIGINT, and what was going on at that moment."""
 
@@ -527,7 +556,7 @@ class Interrupted:
                 assert child.poll() is None, child.communicate()
                 time.sleep(0.02)
         time.sleep(delay)
-        self.armed = _handlers_installed(child.pid)
+        self.armed = handlers_installed(child.pid)
         self.running = [p.describe() for p in descendants(child.pid)]
         self.finished_before = child.poll() is not None
         child.send_signal(signal.SIGINT)

@@ -129,16 +129,21 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory, pipelines):
+def build(tmp_path_factory, pipelines, host_builds):
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("g++ is not installed: the pipeline's C++ cannot be built here")
     root = tmp_path_factory.mktemp("pipeline_harness")
+
+    def compiled(argv: list, output: Path, what: str) -> None:
+        host_builds.build(argv, output, lambda: proc.run(argv, timeout=CPP_TIMEOUT_S,
+                                                         what=what))
+
     objects = []
     for source in sorted(PARTS_DIR.glob("*.cpp")):
         obj = root / f"{source.stem}.o"
-        proc.run([compiler, *HOST_FLAGS, f"-I{PARTS_DIR}", "-c", source, "-o", obj],
-                 timeout=CPP_TIMEOUT_S, what=f"g++ {source.name}")
+        compiled([compiler, *HOST_FLAGS, f"-I{PARTS_DIR}", "-c", source, "-o", obj], obj,
+                 f"g++ {source.name}")
         objects.append(obj)
     built: dict[str, Harness] = {}
 
@@ -149,9 +154,9 @@ def build(tmp_path_factory, pipelines):
             for file_name, text in settings_files(pipelines[name]).items():
                 (work / file_name).write_text(text)
             executable = work / "pipeline_harness"
-            proc.run([compiler, *HOST_FLAGS, f"-I{PARTS_DIR}", f"-I{work}", HARNESS_CPP,
-                      work / "pipeline_settings.cpp", *objects, "-o", executable],
-                     timeout=CPP_TIMEOUT_S, what="g++ build of the pipeline harness")
+            compiled([compiler, *HOST_FLAGS, f"-I{PARTS_DIR}", f"-I{work}", HARNESS_CPP,
+                      work / "pipeline_settings.cpp", *objects, "-o", executable], executable,
+                     "g++ build of the pipeline harness")
             built[name] = Harness(executable, work, pipelines[name])
         return built[name]
     return harness
@@ -494,7 +499,8 @@ def test_generated_decision_settings_decide_like_the_reference(build, name):
 
 @pytest.mark.slow  # every part compiled with arm-none-eabi-g++: ~6 s per ABI
 @pytest.mark.parametrize("float_abi", ["hard", "softfp"])
-def test_pipeline_compiles_for_cortex_m4_without_heap_or_stdio(tmp_path, pipelines, float_abi):
+def test_pipeline_compiles_for_cortex_m4_without_heap_or_stdio(tmp_path, pipelines, float_abi,
+                                                               host_builds):
     compiler, nm = shutil.which("arm-none-eabi-g++"), shutil.which("arm-none-eabi-nm")
     if compiler is None or nm is None:
         pytest.skip("arm-none-eabi-g++ is not installed (`make setup` installs it as root)")
@@ -509,8 +515,9 @@ def test_pipeline_compiles_for_cortex_m4_without_heap_or_stdio(tmp_path, pipelin
                    *sorted(PARTS_DIR.glob("*.cpp"))]
         for source in sources:
             obj = work / f"{source.stem}.o"
-            proc.run([compiler, *flags, f"-I{PARTS_DIR}", f"-I{work}", "-c", source, "-o", obj],
-                     timeout=CPP_TIMEOUT_S, what="arm-none-eabi-g++")
+            argv = [compiler, *flags, f"-I{PARTS_DIR}", f"-I{work}", "-c", source, "-o", obj]
+            host_builds.build(argv, obj, lambda argv=argv: proc.run(
+                argv, timeout=CPP_TIMEOUT_S, what="arm-none-eabi-g++"))
             symbols = proc.run([nm, "-u", obj], timeout=RUN_TIMEOUT_S).output
             undefined |= {line.split()[-1] for line in symbols if line.strip()}
     ours = {s for s in undefined if s.startswith(("_ZN6tfpipe", "k"))}

@@ -183,17 +183,18 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory) -> Harness:
+def harness(tmp_path_factory, host_builds) -> Harness:
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("g++ is not installed: the C++ side of the protocol cannot be built here")
     workdir = tmp_path_factory.mktemp("protocol_harness")
     executable = workdir / "protocol_harness"
-    proc.run([compiler, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-O1", "-g",
-              "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-              f"-DHARNESS_LINE_CAPACITY={LINE_CAPACITY}", f"-I{COMMON}",
-              HARNESS_CPP, PROTOCOL_CPP, "-o", executable],
-             timeout=CPP_TIMEOUT_S, what="g++ build of the protocol harness")
+    argv = [compiler, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-O1", "-g",
+            "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+            f"-DHARNESS_LINE_CAPACITY={LINE_CAPACITY}", f"-I{COMMON}",
+            HARNESS_CPP, PROTOCOL_CPP, "-o", executable]
+    host_builds.build(argv, executable, lambda: proc.run(
+        argv, timeout=CPP_TIMEOUT_S, what="g++ build of the protocol harness"))
     return Harness(executable, workdir)
 
 
@@ -1116,13 +1117,15 @@ def test_fuzz_a_damaged_byte_never_yields_a_different_valid_message(items, where
 # --- the device build -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("float_abi", ["hard", "softfp"])
-def test_tf_protocol_compiles_for_cortex_m4_without_heap_or_stdio(tmp_path, float_abi):
+def test_tf_protocol_compiles_for_cortex_m4_without_heap_or_stdio(tmp_path, float_abi,
+                                                                 host_builds):
     compiler, nm = shutil.which("arm-none-eabi-g++"), shutil.which("arm-none-eabi-nm")
     if compiler is None or nm is None:
         pytest.skip("arm-none-eabi-g++ is not installed (`make setup` installs it as root)")
     obj = tmp_path / "tf_protocol.o"
-    proc.run([compiler, *ARM_FLAGS, f"-mfloat-abi={float_abi}", "-c", PROTOCOL_CPP, "-o", obj],
-             timeout=CPP_TIMEOUT_S, what="arm-none-eabi-g++")
+    argv = [compiler, *ARM_FLAGS, f"-mfloat-abi={float_abi}", "-c", PROTOCOL_CPP, "-o", obj]
+    host_builds.build(argv, obj, lambda: proc.run(argv, timeout=CPP_TIMEOUT_S,
+                                                  what="arm-none-eabi-g++"))
     symbols = proc.run([nm, "-u", obj], timeout=RUN_TIMEOUT_S).output
     undefined = {line.split()[-1] for line in symbols if line.strip()}
     unexpected = {s for s in undefined

@@ -74,14 +74,16 @@ class MonitorSummary:
     seconds: float = 0.0
 
 
-def run(source: LinkSource, options: MonitorOptions, out: TextIO = sys.stdout, *,
+def run(source: LinkSource, options: MonitorOptions, out: TextIO | None = None, *,
         conversation: Conversation | None = None) -> MonitorSummary:
     """Monitor until `count`/`timeout` (or Ctrl-C, which propagates after the port is closed).
 
-    `conversation`: one already talking to the device over `source` (`flash --monitor`); what
-    it holds and has not shown yet comes first, in order.
+    `out`: where the view goes, sys.stdout at the time of the call by default (not the one
+    of import time, so a caller's redirection holds). `conversation`: one already talking to
+    the device over `source` (`flash --monitor`); what it holds and has not shown yet comes
+    first, in order.
     """
-    view = _View(options, out)
+    view = _View(options, sys.stdout if out is None else out)
     summary = view.summary
     started = time.monotonic()
     deadline = started + options.timeout if options.timeout else None
