@@ -48,9 +48,11 @@ REPLAY_SENSOR_BYTES = 28
 REPLAY_IMU_VALUES = 1024
 # newlib-nano's malloc (the qemu-m4 platform links --specs=nano.specs): each chunk is the
 # request rounded up to 4 bytes plus its 4-byte size and 4 bytes of padding that keep the
-# returned pointer 8-aligned.
+# returned pointer 8-aligned; a free chunk is reused first fit, split when what is left can
+# still be a chunk (16 B).
 MALLOC_ALIGN = 4
 MALLOC_CHUNK_OVERHEAD = 8
+MALLOC_MIN_CHUNK = 16
 
 # TFLM's micro frontend (Chirale_TensorFlowLite 2.0.0, src/tensorflow/lite/experimental/
 # microfrontend/lib/ and third_party/kissfft/): constants of the code that sizes its tables.
@@ -91,15 +93,24 @@ def static_ram(pipeline: Pipeline, *, replays: bool) -> dict[str, int]:
 
 def frontend_heap_bytes(frontend: FrontendSettings) -> int:
     """The heap `FrontendPopulateState` takes for these settings on newlib-nano: every chunk
-    it mallocs, the filterbank's three temporaries included (freed at the end, their room stays
-    below the tables allocated after them; a later table may reuse it, so this is at most one
-    noise-reduction estimate too high)."""
-    return sum(_chunk(size) for size in frontend_allocations(frontend))
+    it mallocs, in order. The filterbank's three temporaries are freed once its weights are
+    allocated above them: the hole they leave stays part of the heap, and the tables allocated
+    after it (noise reduction, PCAN) go into it when they fit."""
+    chunks = [_chunk(size) for size in frontend_allocations(frontend)]
+    heap = sum(chunks[:_AFTER_FILTERBANK])
+    hole = sum(chunks[_FILTERBANK_TEMPORARIES])
+    for chunk in chunks[_AFTER_FILTERBANK:]:
+        if chunk <= hole:
+            hole = hole - chunk if hole - chunk >= MALLOC_MIN_CHUNK else 0
+        else:
+            heap += chunk
+    return heap
 
 
 def frontend_allocations(frontend: FrontendSettings, *, pointer_bytes: int = 4) -> list[int]:
     """The bytes of each malloc/calloc `FrontendPopulateState` makes, in its order
-    (`pointer_bytes`: kissfft's configuration holds three pointers; 8 on a 64-bit host)."""
+    (`pointer_bytes`: kissfft's configuration holds three pointers; 8 on a 64-bit host). The
+    filterbank's temporaries are entries 10 to 12, freed after its weights (13 and 14)."""
     window = frontend.window_ms * audio.SAMPLE_RATE // 1000
     fft_size = 1
     while fft_size < window:
@@ -118,6 +129,12 @@ def frontend_allocations(frontend: FrontendSettings, *, pointer_bytes: int = 4) 
     if frontend.pcan:
         sizes.append(_PCAN_GAIN_LUT_VALUES * 2)
     return sizes
+
+
+# Where the filterbank's temporaries are in frontend_allocations(), and what comes after its
+# weights.
+_FILTERBANK_TEMPORARIES = slice(10, 13)
+_AFTER_FILTERBANK = 15
 
 
 def filterbank_weight_count(frontend: FrontendSettings, spectrum_size: int) -> int:
