@@ -54,12 +54,13 @@ def test_replay_discard_drops_the_microphones_first_samples(tinyforge, tflm_tree
     model = KEYWORD / "keyword_int8.tflite"
     built = json.loads(tinyforge("build", "--board", "qemu-m4", "--input", "microphone",
                                  "--model", model, "--labels", KEYWORD / "labels.txt",
-                                 "--config", config, "--tflm", tflm_tree, "--project-dir",
+                                 "--config", config, "--tflm", tflm_tree, "--arena", "host",
+                                 "--project-dir",
                                  tmp_path / "keyword", "--json", env=env, timeout=3600,
                                  check_rc=0).stdout)
     assert built["pipeline"]["microphone"]["discard_ms"] == DISCARD_MS
     front = load_pipeline(config, model=model).microphone.frontend
-    # 1.25 s after the discarded part: the frontend's 61 frames, three inferences (49 frames,
+    # 1.25 s after the discarded part: the frontend's 62 frames, three inferences (49 frames,
     # then one every 5).
     recording = tone_audio(DISCARD_MS / 1000 + 1.25, seed=3)
     head = recording[:8000]
@@ -72,7 +73,7 @@ def test_replay_discard_drops_the_microphones_first_samples(tinyforge, tflm_tree
         # REPLAY again, without discard: a new stream from the recording's first sample.
         whole = replay.stream(conversation, "microphone", head, max_line=boot.max_line,
                               features=True, stall_timeout=120)
-    assert len(host_kept) == 61
+    assert len(host_kept) == 62
     assert np.array_equal(frames_of(dropped), host_kept)
     # The stream's time starts after the discarded samples: frame k ends at k * 20 + 30 ms.
     assert [r.seq for r in dropped.results] == [0, 1, 2]
