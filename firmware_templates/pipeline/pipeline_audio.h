@@ -23,9 +23,37 @@
 #include <stdint.h>
 
 #include "pipeline_math.h"
+#include "pipeline_ring.h"
 #include "pipeline_window.h"
 
 namespace tfpipe {
+
+// The loop's side of the microphone: every sample the ring holds goes to
+// `feed(samples, count)` once, in chunks of at most kAudioChunkSamples, except the
+// first `*discard_left`, which are dropped and counted down (the microphone's
+// first seconds after reset). Returns the samples taken from the ring. If the
+// producer lost samples (the ring was full: audio arrived faster than the loop
+// read it), the stream is no longer continuous and its frames would not be the
+// host's: then the ring is emptied and `*broken` set, and the caller reports it
+// and restarts the pipeline.
+constexpr uint32_t kAudioChunkSamples = 256;
+
+template <typename Feed>
+uint32_t DrainAudio(RingBuffer<int16_t>* ring, uint32_t* discard_left, Feed feed,
+                    bool* broken) {
+  int16_t chunk[kAudioChunkSamples];
+  uint32_t taken = 0;
+  uint32_t n;
+  while ((n = ring->Read(chunk, kAudioChunkSamples)) > 0) {
+    taken += n;
+    const uint32_t skipped = n < *discard_left ? n : *discard_left;
+    *discard_left -= skipped;
+    feed(chunk + skipped, n - skipped);
+  }
+  *broken = ring->Dropped() > 0;
+  if (*broken) ring->Reset();
+  return taken;
+}
 
 enum FeatureMapping : uint8_t {
   kFeaturesMicroSpeech = 0,  // int8: ((v * 256 + 333) / 666) - 128

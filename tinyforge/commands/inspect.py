@@ -22,6 +22,12 @@ def register(subparsers, parents) -> None:
     parser.add_argument("--memory-plan", choices=("auto", "off", "replace"), default="auto",
                         help="what `build --memory-plan` would embed: the arena and the fit "
                              "shown are those of that model (default auto; docs/memory.md)")
+    parser.add_argument("--input", choices=("host", "imu", "microphone"),
+                        help="the sensor pipeline `build --input` would compile in: its RAM is "
+                             "part of the fit (default: tinyforge.toml's pipeline.input, else "
+                             "host)")
+    parser.add_argument("--config", type=Path,
+                        help="the pipeline's tinyforge.toml (default: the one beside the model)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)
 
@@ -31,7 +37,8 @@ def run(args) -> int:
     from ..flows.inspection import inspect_model, summary_lines
 
     report = inspect_model(args.model, board_id=args.board, tflm=args.tflm, arena=args.arena,
-                           memory_plan=args.memory_plan)
+                           memory_plan=args.memory_plan, input=args.input,
+                           config=args.config)
     if args.json:
         jsonout.emit(report)
     else:

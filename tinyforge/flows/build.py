@@ -131,7 +131,7 @@ def build(options: BuildOptions) -> BuildResult:
     chosen = memory_plan.settle(
         choice, planned, prepared,
         lambda model: _device_arena(model, board, tflm_root, options, project_dir,
-                                    len(demo or b"")))
+                                    len(demo or b""), _pipeline_ram(pipeline, board)))
     if not options.force:
         fit.check(chosen.fit, board, chosen.info.name)
     inputs = dataclasses.replace(inputs, model=chosen.data, info=chosen.info,
@@ -170,10 +170,19 @@ def _pipeline(options: BuildOptions, board: profiles.Board, info: reader.ModelIn
     return pipeline
 
 
+def _pipeline_ram(pipeline, board: profiles.Board) -> dict[str, int]:
+    """The sensor pipeline's RAM by part, as the firmware rendered for `board` declares it."""
+    from ..pipeline.ram import static_ram
+
+    return static_ram(pipeline, replays=firmware.replays(board))
+
+
 def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_root: Path | None,
-                  options: BuildOptions, project_dir: Path, demo_bytes: int) -> None:
+                  options: BuildOptions, project_dir: Path, demo_bytes: int,
+                  pipeline_ram: dict[str, int]) -> None:
     """Replace the host arena estimate by a measurement on the emulated Cortex-M4 if possible,
-    and estimate the fit of the firmware as it will be built (its demo input included)."""
+    and estimate the fit of the firmware as it will be built (its demo input and its sensor
+    pipeline included)."""
     from . import device_arena
 
     # For the emulated board itself, measuring in the project compiles TFLM once for both
@@ -186,7 +195,7 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
     prepared.arena = plan
     prepared.fit = fit.estimate(board, prepared.info, op_count=len(prepared.ops),
                                 arena_bytes=plan.arena_bytes, demo_input_bytes=demo_bytes,
-                                measured=fit_learning.lookup(board))
+                                measured=fit_learning.lookup(board), pipeline_ram=pipeline_ram)
 
 
 def _tflite_bytes(source: Path, options: BuildOptions, board: profiles.Board,

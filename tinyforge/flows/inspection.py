@@ -14,14 +14,18 @@ from ..board.tflm_source import resolve_tflm_source
 from ..errors import ModelFileError, TinyforgeError
 from ..model import checks, compat, fit, memory_report, reader
 from ..model.arena import summary_note
+from ..pipeline.ram import static_ram
+from ..project.firmware import replays
 from . import memory_plan as memory_plan_flow
 
 
 def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
-                  arena: str = "auto", memory_plan: str = memory_plan_flow.DEFAULT_MODE) -> dict:
+                  arena: str = "auto", memory_plan: str = memory_plan_flow.DEFAULT_MODE,
+                  input: str | None = None, config: Path | None = None) -> dict:
     """The inspection report of the model at `path` for `board_id` (see docs/cli.md).
 
-    The arena and the fit are those of the model `build --memory-plan MODE` would embed."""
+    The arena and the fit are those of the model `build --memory-plan MODE` would embed, with
+    the sensor pipeline `build --input INPUT [--config CONFIG]` would compile in."""
     path = Path(path)
     if path.is_dir() or path.suffix.lower() in (".keras", ".h5", ".hdf5"):
         raise ModelFileError(f"{path} is a Keras/SavedModel model; inspect reads .tflite files",
@@ -31,6 +35,8 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
     data, _ = reader.read_model_file(path, flash_bytes=board.flash_bytes)
     tflm_root = resolve_tflm_source(tflm)
     prepared = checks.prepare(data, path.name, board, tflm_root=tflm_root, strict=False)
+    pipeline = _pipeline(path, board, prepared.info, input, config)
+    pipeline_ram = static_ram(pipeline, replays=replays(board))
     shown, choice, memory_error = prepared, None, None
     if prepared.arena is not None:
         try:
@@ -38,7 +44,7 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
                                                           tflm_root=tflm_root, strict=False)
         except TinyforgeError as error:
             planned, memory_error = prepared, error.message
-        shown = _measure(prepared, planned, choice, board, tflm_root, arena)
+        shown = _measure(prepared, planned, choice, board, tflm_root, arena, pipeline_ram)
     figures = None
     if memory_error is None:
         try:
@@ -65,13 +71,27 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
         "memory": figures,
         "memory_plan": choice.to_json() if choice else None,
         "memory_error": memory_error,
+        "pipeline": pipeline.kind,
     })
     return report
 
 
+def _pipeline(path: Path, board: profiles.Board, info: reader.ModelInfo, kind: str | None,
+              config: Path | None):
+    """The pipeline `build` would derive for this model: from --input and tinyforge.toml,
+    refused the same way (a shape no sensor feeds, a sensor the board lacks)."""
+    from ..pipeline import check_pipeline, load_pipeline
+    from ..pipeline.config import find_config
+
+    pipeline = load_pipeline(config or find_config(path.parent), model=info, kind=kind)
+    check_pipeline(pipeline, board, info)
+    return pipeline
+
+
 def _measure(prepared: checks.PreparedModel, planned: checks.PreparedModel,
              choice: memory_plan_flow.MemoryPlanChoice | None, board: profiles.Board,
-             tflm_root: Path | None, arena: str) -> checks.PreparedModel:
+             tflm_root: Path | None, arena: str,
+             pipeline_ram: dict[str, int]) -> checks.PreparedModel:
     """The arena (and fit) of the model build would embed, measured as build measures it."""
     # The device measurement needs firmware that starts: not with ops it lacks, nor with a
     # schema version its TFLM refuses at boot.
@@ -85,7 +105,8 @@ def _measure(prepared: checks.PreparedModel, planned: checks.PreparedModel,
         model.arena = device_arena.choose(model, board, tflm_root, arena)
         from .fit_learning import lookup
         model.fit = fit.estimate(board, model.info, op_count=len(model.ops),
-                                 arena_bytes=model.arena.arena_bytes, measured=lookup(board))
+                                 arena_bytes=model.arena.arena_bytes, measured=lookup(board),
+                                 pipeline_ram=pipeline_ram)
 
     if choice is None:
         measure(prepared)
@@ -145,7 +166,11 @@ def summary_lines(report: dict) -> list[str]:
                      f"{'' if fit['fits_flash'] else '  DOES NOT FIT'}")
         lines.append(f"RAM        ~{units.size(fit['ram_total'])} of {units.size(fit['ram_limit'])}"
                      f" (arena {units.size(fit['ram_arena'])}, sketch "
-                     f"{units.size(fit['ram_sketch'])})"
+                     f"{units.size(fit['ram_sketch'])}"
+                     + (f", {report['pipeline']} pipeline {units.size(fit['ram_pipeline'])}: "
+                        + ", ".join(f"{name.replace('_', ' ')} {units.size(size)}"
+                                    for name, size in fit["ram_pipeline_parts"].items())
+                        if fit.get("ram_pipeline_parts") else "") + ")"
                      f"{'' if fit['fits_ram'] else '  DOES NOT FIT'}")
         if fit.get("framework_measured"):
             lines.append(f"framework  {units.size(fit['flash_framework'])} flash, "

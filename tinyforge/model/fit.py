@@ -3,7 +3,9 @@
 Flash: the framework (board core), the TFLM runtime (a base plus an average per registered
 op, from the board profile), the sketch's own code and constants, and the model array. RAM:
 what the framework needs, the sketch's own statics (its serial line buffer, the interpreter,
-the op resolver and the protocol's state) and the tensor arena. The framework and TFLM code
+the op resolver and the protocol's state), the sensor pipeline's (its window, buffers and the
+audio frontend's heap, counted by `tinyforge.pipeline.ram` and passed in) and the tensor arena.
+The framework and TFLM code
 figures are estimates; PlatformIO's own RAM/Flash report after the build is the measured
 truth and `tinyforge build` shows it. After one real build for a board, its linker map gives
 the framework's true figures (`MeasuredFramework`, kept by `flows.fit_learning`), and later
@@ -67,6 +69,9 @@ class FitReport:
     ram_arena: int
     # What ram_sketch is made of: line_buffer, interpreter, resolver, protocol_state.
     ram_sketch_parts: dict[str, int] = field(default_factory=dict)
+    # The sensor pipeline's RAM by part (tinyforge.pipeline.ram.static_ram); empty for a
+    # firmware whose inputs come from the host.
+    ram_pipeline_parts: dict[str, int] = field(default_factory=dict)
     # Where the framework figures come from: None for the board profile's estimate.
     framework_measured: MeasuredFramework | None = None
 
@@ -75,8 +80,12 @@ class FitReport:
         return self.flash_framework + self.flash_tflm + self.flash_sketch + self.flash_model
 
     @property
+    def ram_pipeline(self) -> int:
+        return sum(self.ram_pipeline_parts.values())
+
+    @property
     def ram_total(self) -> int:
-        return self.ram_framework + self.ram_sketch + self.ram_arena
+        return self.ram_framework + self.ram_sketch + self.ram_pipeline + self.ram_arena
 
     @property
     def fits_flash(self) -> bool:
@@ -96,17 +105,20 @@ class FitReport:
                 "flash_model": self.flash_model, "flash_total": self.flash_total,
                 "ram_limit": self.ram_limit, "ram_framework": self.ram_framework,
                 "ram_sketch": self.ram_sketch, "ram_sketch_parts": dict(self.ram_sketch_parts),
+                "ram_pipeline": self.ram_pipeline,
+                "ram_pipeline_parts": dict(self.ram_pipeline_parts),
                 "ram_arena": self.ram_arena, "ram_total": self.ram_total,
                 "fits_flash": self.fits_flash, "fits_ram": self.fits_ram, "fits": self.fits,
                 "framework_measured": (self.framework_measured.to_json()
                                        if self.framework_measured else None)}
 
     def lines(self) -> list[str]:
-        parts = self.ram_sketch_parts
         # "~" marks an estimate; a framework figure from a real build's map is exact.
         fw = "" if self.framework_measured else "~"
-        sketch = ", ".join(f"{name.replace('_', ' ')} {units.size(value)}"
-                           for name, value in parts.items())
+        sketch = _named_sizes(self.ram_sketch_parts)
+        pipeline = (f", pipeline {units.size(self.ram_pipeline)} "
+                    f"({_named_sizes(self.ram_pipeline_parts)})"
+                    if self.ram_pipeline_parts else "")
         return [
             f"flash ~{units.size(self.flash_total)} of {units.size(self.flash_limit)} "
             f"({units.percent(self.flash_total, self.flash_limit)}): model "
@@ -115,10 +127,15 @@ class FitReport:
             f"RAM   ~{units.size(self.ram_total)} of {units.size(self.ram_limit)} "
             f"({units.percent(self.ram_total, self.ram_limit)}): arena "
             f"{units.size(self.ram_arena)}, sketch {units.size(self.ram_sketch)}"
-            + (f" ({sketch})" if sketch else "")
+            + (f" ({sketch})" if sketch else "") + pipeline
             + f", framework {fw}{units.size(self.ram_framework)}",
         ] + ([f"framework measured: {self.framework_measured.source}"]
              if self.framework_measured else [])
+
+
+def _named_sizes(parts: dict[str, int]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {units.size(value)}"
+                     for name, value in parts.items())
 
 
 def sketch_ram(board: Board, info: ModelInfo, op_count: int) -> dict[str, int]:
@@ -136,10 +153,12 @@ def sketch_ram(board: Board, info: ModelInfo, op_count: int) -> dict[str, int]:
 
 def estimate(board: Board, info: ModelInfo, *, op_count: int, arena_bytes: int,
              demo_input_bytes: int = 0,
-             measured: MeasuredFramework | None = None) -> FitReport:
+             measured: MeasuredFramework | None = None,
+             pipeline_ram: dict[str, int] | None = None) -> FitReport:
     """The flash and RAM the firmware for `info` needs on `board`, part by part
     (`demo_input_bytes`: the built-in demo input, if the firmware has one; `measured`: the
-    framework's figures from a real build for this board, instead of the profile's)."""
+    framework's figures from a real build for this board, instead of the profile's;
+    `pipeline_ram`: the sensor pipeline's RAM by part, `tinyforge.pipeline.ram.static_ram`)."""
     tflm = board.tflm
     ram_parts = sketch_ram(board, info, op_count)
     return FitReport(
@@ -153,7 +172,8 @@ def estimate(board: Board, info: ModelInfo, *, op_count: int, arena_bytes: int,
         ram_framework=measured.ram_bytes if measured else board.memory["framework_ram_bytes"],
         ram_sketch=sum(ram_parts.values()),
         ram_arena=arena_bytes,
-        ram_sketch_parts=ram_parts, framework_measured=measured)
+        ram_sketch_parts=ram_parts, ram_pipeline_parts=dict(pipeline_ram or {}),
+        framework_measured=measured)
 
 
 def check(report: FitReport, board: Board, model_name: str) -> None:
@@ -170,7 +190,9 @@ def check(report: FitReport, board: Board, model_name: str) -> None:
         over = report.ram_total - report.ram_limit
         problems.append(f"RAM: needs ~{units.size(report.ram_total)}, the board has "
                         f"{units.size(report.ram_limit)} (over by {units.size(over)}; the "
-                        f"tensor arena alone is {units.size(report.ram_arena)})")
+                        f"tensor arena alone is {units.size(report.ram_arena)}"
+                        + (f", the sensor pipeline {units.size(report.ram_pipeline)}"
+                           if report.ram_pipeline else "") + ")")
     raise DoesNotFitError(
         f"{model_name} does not fit {board.name} ({board.id})",
         details="\n".join(f"  - {p}" for p in problems),

@@ -125,6 +125,10 @@ _FRAMEWORK_ARCHIVES = {"libFrameworkArduino", "libFrameworkArduinoVariant", "lib
 _FRAMEWORK_LIBRARIES = {"Wire", "SPI", "PDM", "Scheduler", "USBHID", "USBMSD", "ThreadDebug",
                         "KernelDebug", "mbed-memory-status", "MRI"}
 _BOARD_RUNTIME_PREFIXES = ("qemu_m4_", "board_runtime")
+# A board runtime's sensor source (qemu_m4_sensors.cpp) is rendered only with a sensor
+# pipeline, whose state the fit estimate counts (tinyforge.pipeline.ram): with the sketch, so a
+# framework figure learned from a pipeline firmware's map does not count its buffers again.
+_SENSOR_SOURCE_SUFFIX = "_sensors"
 
 # --- the map file ------------------------------------------------------------------------
 
@@ -355,7 +359,7 @@ def _sketch_category(member: str) -> tuple[str, str]:
         return "model", member
     if member == "tf_protocol":
         return "protocol", member
-    if member.startswith(_BOARD_RUNTIME_PREFIXES):
+    if member.startswith(_BOARD_RUNTIME_PREFIXES) and not member.endswith(_SENSOR_SOURCE_SUFFIX):
         return "board", member
     return "sketch", member
 

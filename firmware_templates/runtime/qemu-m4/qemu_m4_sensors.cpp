@@ -7,13 +7,20 @@
 // as SAMPLES messages arrive.
 #include "board_replay.h"
 #include "board_sensors.h"
+#include "pipeline_settings.h"
 
 namespace {
 
+#if TINYFORGE_PIPELINE_INPUT == TINYFORGE_PIPELINE_IMU
 // 170 readings of 6 values: more than one SAMPLES line holds (19 readings).
 constexpr uint32_t kImuRingValues = 1024;
 int16_t imu_storage[kImuRingValues];
 tfpipe::RingBuffer<int16_t> imu_ring(imu_storage, kImuRingValues);
+#else
+// A firmware whose pipeline reads no IMU replays none: an empty ring, which holds and
+// reads nothing, instead of 2 KB of storage it never uses.
+tfpipe::RingBuffer<int16_t> imu_ring(nullptr, 0);
+#endif
 uint32_t imu_rate_mhz = 0;  // none until the host starts a replay
 
 tfpipe::RingBuffer<int16_t>* audio_ring = nullptr;
@@ -51,7 +58,7 @@ namespace tfreplay {
 
 bool Start(Stream stream, uint32_t rate_mhz) {
   tfpipe::RingBuffer<int16_t>* ring = RingOf(stream);
-  if (ring == nullptr || (stream == kImu && rate_mhz == 0)) return false;
+  if (ring == nullptr || !ring->IsValid() || (stream == kImu && rate_mhz == 0)) return false;
   ring->Reset();
   if (stream == kImu) imu_rate_mhz = rate_mhz;
   return true;
