@@ -111,7 +111,7 @@ def plan_in_model(data: bytes, name: str = "model") -> dict:
     planned = sum(1 for offset in existing.offsets if offset != memory.ONLINE)
     graph = memory.analyze(data, name, kernels=BOARD_KERNELS)
     head = _head_with(graph, existing.offsets)
-    layout = fixed_layout(data, name)
+    layout = _layout(graph, existing.offsets)
     return {"planner": "offline" if layout is None else "fixed", "offline_offsets": planned,
             "entries": len(existing.offsets), "format_version": existing.version,
             "board_head_bytes": head}
@@ -146,10 +146,13 @@ def fixed_layout(data: bytes, name: str = "model") -> FixedLayout | None:
     existing = memory_embed.read_offline_plan(data, name)
     if existing is None:
         return None
-    graph = memory.analyze(data, name, kernels=BOARD_KERNELS)
-    if graph.unknown_scratch or len(existing.offsets) != graph.tensor_count:
+    return _layout(memory.analyze(data, name, kernels=BOARD_KERNELS), existing.offsets)
+
+
+def _layout(graph: memory.GraphMemory, offsets: list[int]) -> FixedLayout | None:
+    if graph.unknown_scratch or len(offsets) != graph.tensor_count:
         return None
-    buffers = memory_planner.buffers_as_read(graph, existing.offsets, "board")
+    buffers = memory_planner.buffers_as_read(graph, offsets, "board")
     placement = memory.greedy_plan(buffers)
     # buffers_as_read lists the planned tensors first, in graph order, then the scratch.
     tensors = [PlannedBuffer(offset, buffer.size, buffer.first, buffer.last,
