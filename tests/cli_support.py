@@ -212,14 +212,24 @@ def _assert_no_child_left(before: set[int]) -> None:
     assert not left, f"the command left processes behind: {sorted(left)}"
 
 
+def sigint_blocked(pid: int) -> bool:
+    """Whether a `tinyforge` child (alive or a zombie) blocks SIGINT: once its command is
+    over and its children are gone, a signal no longer changes its exit status
+    (tinyforge.interrupts.Interrupts.close)."""
+    return bool(_signal_mask(pid, "SigBlk:") & (1 << (signal.SIGINT - 1)))
+
+
 def handlers_installed(pid: int) -> bool:
     """Whether a `tinyforge` child has its own signal handlers in place (it alone catches
     SIGALRM, tinyforge.interrupts): from then on Ctrl-C is tinyforge's to handle, not
     Python's start-up's."""
+    return bool(_signal_mask(pid, "SigCgt:") & (1 << (signal.SIGALRM - 1)))
+
+
+def _signal_mask(pid: int, field: str) -> int:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return False
-    caught = int(next(line for line in status.splitlines()
-                      if line.startswith("SigCgt:")).split()[1], 16)
-    return bool(caught & (1 << (signal.SIGALRM - 1)))
+        return 0
+    return int(next(line for line in status.splitlines()
+                    if line.startswith(field)).split()[1], 16)

@@ -174,6 +174,17 @@ def test_summaries_use_one_number_format_and_no_python_dicts(tinyforge, models, 
         assert run.stdout.count("tflite-micro wheel") == 1, run.stdout
 
 
+def test_a_planned_build_says_each_log_line_once(tinyforge, tmp_path):
+    """The bundled example is measured twice, with and without its memory plan; why the
+    arena is a host figure (or where it came from) is said once."""
+    from tinyforge import resources
+    runs = [tinyforge("build", "--project-dir", tmp_path / "p", "--no-compile", check_rc=0),
+            tinyforge("inspect", resources.example_dir() / "gesture_int8.tflite", check_rc=0)]
+    for run in runs:
+        lines = run.stderr.splitlines()
+        assert lines and len(lines) == len(set(lines)), run.stderr
+
+
 @pytest.mark.tensorflow
 def test_a_conversion_says_each_fact_once(tinyforge, tmp_path):
     from tinyforge import resources

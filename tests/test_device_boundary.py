@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import serial
-from cli_support import handlers_installed, run_in_process
+from cli_support import handlers_installed, run_in_process, sigint_blocked
 from fake_device import UNPLUG, FakeDevice, FakeFirmware, boot_line, result_line
 from qemu_support import (
     DEAD_PROXY,
@@ -558,12 +558,18 @@ class Interrupted:
         time.sleep(delay)
         self.armed = handlers_installed(child.pid)
         self.running = [p.describe() for p in descendants(child.pid)]
-        self.finished_before = child.poll() is not None
+        ended = child.poll() is not None
         child.send_signal(signal.SIGINT)
         signalled = time.monotonic()
+        # Read before the reap: a zombie keeps its signal mask.
+        over = sigint_blocked(child.pid)
         self.out, self.err = child.communicate(timeout=timeout)
         self.seconds_to_exit = time.monotonic() - signalled
         self.returncode = child.returncode
+        # The command had finished (or was exiting, its children gone) when the signal came:
+        # it keeps its own status.
+        self.finished_before = ended or (over and self.returncode == 0
+                                         and "interrupted" not in self.err)
 
     def check(self) -> None:
         assert not self.finished_before, "the command ended before the signal: test too slow"
@@ -630,6 +636,47 @@ def test_ctrl_c_kills_a_hung_host_probe(while_forever, marked_env, tmp_path):
     # Not left to run into its own timeout: killed on the signal (the start-up, which a
     # loaded machine slows down, is not counted).
     assert run.seconds_to_exit < HOST_RUN_TIMEOUT_S, run.seconds_to_exit
+
+
+EXITING_COMMAND = """
+import os, signal, sys
+from tinyforge import cli
+def command():
+    if sys.argv[1] == "before":  # pending at the OS level when the command ends
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        os.kill(os.getpid(), signal.SIGINT)
+    if sys.argv[1] == "writing":  # held while the project's files are renamed in place
+        from tinyforge.project import writer
+        files = {f"f{n}": b"x" for n in range(3)}
+        real_write = writer._atomic_write
+        def write(path, data):
+            real_write(path, data)
+            os.kill(os.getpid(), signal.SIGINT)
+        writer._atomic_write = write
+        writer.write("project", files, {})
+        assert all(os.path.exists(f"project/{name}") for name in files), "cut in half"
+    return 0
+cli.main = command
+class ShutDown:  # freed with __main__'s globals, once Python put back SIG_DFL
+    def __del__(self, kill=os.kill, pid=os.getpid(), signum=signal.SIGINT):
+        kill(pid, signum)
+if sys.argv[1] == "after":
+    late = ShutDown()
+cli.run_module()
+"""
+
+
+@pytest.mark.parametrize("moment, status, said", [("before", 130, "tinyforge: interrupted"),
+                                                  ("writing", 130, "tinyforge: interrupted"),
+                                                  ("after", 0, "")])
+def test_ctrl_c_as_the_command_ends(moment, status, said, cli_env, tmp_path):
+    """A Ctrl-C not yet handled when the command returns still counts, and so does one held
+    while the project's files are renamed (exit 130 and the message, as anywhere else); one
+    while Python shuts down is too late to change anything and must not kill the process by
+    signal (-2)."""
+    result = subprocess.run([sys.executable, "-c", EXITING_COMMAND, moment], env=cli_env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr.strip()) == (status, said), result.stderr
 
 
 @pytest.mark.tensorflow

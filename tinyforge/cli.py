@@ -161,6 +161,7 @@ def run_module() -> None:
         children = sys.modules.get(f"{__package__}.proc")  # no child started without it
         if children is not None:
             children.stop_all()
+    INTERRUPTS.close()
     if INTERRUPTS.exit_code is not None:
         code = INTERRUPTS.exit_code
         settle()

@@ -27,6 +27,7 @@ from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED
 # How long after a swallowed interrupt it is raised again.
 _REDELIVER_AFTER_S = 0.01
 _HARD_STOP_AFTER = 3
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Interrupts:
@@ -51,6 +52,17 @@ class Interrupts:
         """From now on a signal only sets the exit status: cleanup and exit must finish."""
         self.holding = True
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def close(self) -> None:
+        """The command is over and its children are gone: block Ctrl-C and SIGTERM, and
+        count one that is already pending.
+
+        Python restores the default handlers while it shuts down, so a Ctrl-C in the last
+        tenth of a second would kill the process by signal (status -2, no message). Blocked,
+        a later signal is discarded when the process ends: its status is the command's own.
+        """
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        self.received.extend(sorted(signal.sigpending() & _SIGNALS))
 
     @property
     def exit_code(self) -> int | None:

@@ -131,7 +131,8 @@ def build(options: BuildOptions) -> BuildResult:
     chosen = memory_plan.settle(
         choice, planned, prepared,
         lambda model: _device_arena(model, board, tflm_root, options, project_dir,
-                                    len(demo or b""), _pipeline_ram(pipeline, board)))
+                                    len(demo or b""), _pipeline_ram(pipeline, board),
+                                    explain=model is prepared))
     if not options.force:
         fit.check(chosen.fit, board, chosen.info.name)
     inputs = dataclasses.replace(inputs, model=chosen.data, info=chosen.info,
@@ -179,7 +180,7 @@ def _pipeline_ram(pipeline, board: profiles.Board) -> dict[str, int]:
 
 def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_root: Path | None,
                   options: BuildOptions, project_dir: Path, demo_bytes: int,
-                  pipeline_ram: dict[str, int]) -> None:
+                  pipeline_ram: dict[str, int], *, explain: bool) -> None:
     """Replace the host arena estimate by a measurement on the emulated Cortex-M4 if possible,
     and estimate the fit of the firmware as it will be built (its demo input and its sensor
     pipeline included)."""
@@ -189,7 +190,8 @@ def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_ro
     # builds; that render refuses to replace files the user edited, like the final one.
     measure_in = project_dir if board.id == device_arena.MEASURE_BOARD else None
     plan = device_arena.choose(prepared, board, tflm_root, options.arena, project_dir=measure_in,
-                               overwrite=options.overwrite, downloads_in=project_dir)
+                               overwrite=options.overwrite, downloads_in=project_dir,
+                               explain=explain)
     if options.debug_layers:
         plan = arena_mod.preserving_all_tensors(plan, prepared.data, prepared.info.name)
     prepared.arena = plan

@@ -120,12 +120,13 @@ def measure(prepared: PreparedModel, library: Library, *, project_dir: Path | No
 
 def choose(prepared: PreparedModel, board: profiles.Board, tflm_root: Path | None, mode: str,
            *, project_dir: Path | None = None, overwrite: bool = True,
-           downloads_in: Path | None = None) -> ArenaPlan:
+           downloads_in: Path | None = None, explain: bool = True) -> ArenaPlan:
     """The arena plan for `mode`: "host", "device" (required) or "auto" (device when possible).
 
     The library is `tflm_root`, else the board's pinned library if PlatformIO downloaded it
     into `downloads_in` (the user's project). Without either, a figure measured before with
-    the pinned library is used if the cache has one.
+    the pinned library is used if the cache has one. `explain=False` leaves out why the
+    host figure is used: for a second model of the same build the reason is the same.
     """
     host_plan = prepared.arena
     if mode == "host":
@@ -145,7 +146,8 @@ def choose(prepared: PreparedModel, board: profiles.Board, tflm_root: Path | Non
                 f"cannot measure the arena on the emulated Cortex-M4: {reason}",
                 hint="install the toolchain and QEMU (`tinyforge doctor` says how) and give a "
                      "TFLM tree with --tflm, or use --arena host")
-        log.info("arena: using the host measurement (no device measurement: %s)", reason)
+        if explain:
+            log.info("arena: using the host measurement (no device measurement: %s)", reason)
         return host_plan
     device = measure(prepared, library, project_dir=project_dir, overwrite=overwrite)
     return plan_from_device(device, host_plan.host)

@@ -102,7 +102,8 @@ def _measure(prepared: checks.PreparedModel, planned: checks.PreparedModel,
         if not on_device:
             return               # the host figure checks.prepare measured stays
         from . import device_arena
-        model.arena = device_arena.choose(model, board, tflm_root, arena)
+        model.arena = device_arena.choose(model, board, tflm_root, arena,
+                                          explain=model is prepared)
         from .fit_learning import lookup
         model.fit = fit.estimate(board, model.info, op_count=len(model.ops),
                                  arena_bytes=model.arena.arena_bytes, measured=lookup(board),

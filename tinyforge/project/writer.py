@@ -20,14 +20,12 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import ProjectError
+from ..proc import signals_deferred
 from ..userfiles import MiB, read_bytes, read_text
 
 log = logging.getLogger(__name__)
@@ -172,7 +170,7 @@ def write(root: Path, files: dict[str, bytes], manifest: dict, *,
     manifest = dict(manifest, files={p: sha256(d) for p, d in sorted(files.items())})
     files_to_write = {p: files[p] for p in result.changed}
     new_manifest = manifest_bytes(manifest)
-    with _interrupts_deferred():
+    with signals_deferred():  # a set of renames is never cut in half
         try:
             for relative, data in files_to_write.items():
                 _atomic_write(root / relative, data)
@@ -226,19 +224,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends so a set of renames is never cut in half."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
