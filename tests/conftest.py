@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -62,6 +63,17 @@ def _session_caches(tmp_path_factory):
         patch.setenv(BUILD_CACHE_ENV, str(tmp_path_factory.mktemp("build-cache")))
     yield
     patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _tinyforge_logger():
+    """`cli.main` called in this process points the `tinyforge` logger at the stderr of that
+    moment (pytest's capture, closed once the test ends): put the logger back after each test,
+    or a later test's log line fails with "I/O operation on closed file"."""
+    logger = logging.getLogger("tinyforge")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(scope="session")

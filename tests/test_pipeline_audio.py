@@ -137,7 +137,7 @@ def speech(tmp_path_factory) -> list[tuple[str, np.ndarray]]:
         raw, converted = work / f"{i}-raw.wav", work / f"{i}.wav"
         subprocess.run([espeak, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw),
                         words], check=True, capture_output=True, timeout=60)
-        subprocess.run([sox, str(raw), "-r", "16000", "-c", "1", "-b", "16", str(converted),
+        subprocess.run([sox, "-R", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(converted),
                         "pad", "0.3", "0.4"], check=True, capture_output=True, timeout=60)
         with wave.open(str(converted), "rb") as reader:
             samples = np.frombuffer(reader.readframes(reader.getnframes()), "<i2")

@@ -77,7 +77,8 @@ def spoken(tmp_path_factory) -> Path:
         raw = work / f"raw{i}.wav"
         subprocess.run([espeak, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw),
                         word], check=True, capture_output=True, timeout=60)
-        subprocess.run([sox, str(raw), "-r", "16000", "-c", "1", "-b", "16",
+        # -R: sox dithers with a seed of the clock otherwise, and each run heard other audio.
+        subprocess.run([sox, "-R", str(raw), "-r", "16000", "-c", "1", "-b", "16",
                         str(work / f"clip{i}.wav"), "pad", "0.5", "0.5"], check=True,
                        capture_output=True, timeout=60)
     return work

@@ -61,7 +61,8 @@ def speak(word: str, voice: str, speed: int, pitch: int, workdir: Path) -> np.nd
     proc.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw),
               word], timeout=TOOL_TIMEOUT_S, what="espeak-ng",
              install_hint="apt install espeak-ng")
-    proc.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(resampled)],
+    # -R: repeatable (sox seeds its dither from the clock otherwise).
+    proc.run(["sox", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(resampled)],
              timeout=TOOL_TIMEOUT_S, what="sox", install_hint="apt install sox")
     with wave.open(str(resampled), "rb") as reader:
         return np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2").copy()

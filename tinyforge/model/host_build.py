@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import proc
+from ..board.float_code import NO_CONTRACTION
 from ..errors import ChildProcessFailed, ChildTimeoutError, HostBuildError
 
 log = logging.getLogger(__name__)
@@ -50,15 +50,11 @@ BOARD_DEFINES = ("-DARDUINO",)
 # The board build's language modes (the qemu-m4 builder, like the Arduino mbed core).
 CXX_FLAGS = ("-std=gnu++14", "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics")
 C_FLAGS = ("-std=gnu11",)
-# Host code generation: -Os like the board build (the same inlining, so the same float
-# expressions are contracted, see FMA_FLAGS); position-independent for a shared library;
-# only the C API exported; warnings off (the library's, not ours: the board build shows them).
-HOST_FLAGS = ("-Os", "-fPIC", "-fvisibility=hidden", "-w")
-# The board's GCC contracts float a*b+c into one VFMA.F32 (one rounding): Chirale's int8
-# MEAN, for one, rounds `mean * scale + bias` computed that way. The host must fuse the
-# same expressions to round the same: x86-64 has FMA since 2013 (Haswell), aarch64 always.
-FMA_FLAGS = {"x86_64": ("-mfma", "-ffp-contract=fast"), "aarch64": ("-ffp-contract=fast",)}
-NO_FMA_FLAGS = ("-ffp-contract=off",)
+# Host code generation: -Os like the board build (the same inlining); position-independent
+# for a shared library; only the C API exported; warnings off (the library's, not ours: the
+# board build shows them). Float a*b+c is never fused, on the board either
+# (tinyforge.board.float_code): the same expressions round the same way on any host CPU.
+HOST_FLAGS = ("-Os", "-fPIC", "-fvisibility=hidden", "-w") + NO_CONTRACTION
 LINK_FLAGS = ("-shared", "-Wl,-z,defs", "-Wl,--gc-sections", "-lm")
 COMPILE_TIMEOUT_S = 600.0
 COMPILER_HINT = ("install the host C/C++ compiler (Debian: apt-get install g++), or run "
@@ -108,7 +104,7 @@ def build_host_library(tree: Path, *, extra_defines: tuple[str, ...] = (),
     defines = tuple(dict.fromkeys(BOARD_DEFINES + tuple(extra_defines)))
     cxx, cc = _compilers()
     sources = tree_sources(tree, patterns)
-    code = host_flags()
+    code = HOST_FLAGS
     key = cache_key(tree, defines, _compiler_identity(cxx, cc), code)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     library, version = library_identity(tree)
@@ -169,25 +165,6 @@ def library_identity(tree: Path) -> tuple[str, str]:
         elif key.strip() == "version" and value.strip():
             version = value.strip()
     return name, version
-
-
-def host_flags() -> tuple[str, ...]:
-    """HOST_FLAGS plus the flags that fuse float a*b+c as the board does, if this CPU can."""
-    machine = platform.machine().lower()
-    if machine == "x86_64" and not _cpu_has_fma():
-        log.warning("warning: this CPU has no FMA instructions: the host reference rounds "
-                    "float a*b+c twice where the board rounds once, so ops computed in float "
-                    "(an int8 MEAN) may rarely differ by 1 LSB")
-        return HOST_FLAGS + NO_FMA_FLAGS
-    return HOST_FLAGS + FMA_FLAGS.get(machine, NO_FMA_FLAGS)
-
-
-def _cpu_has_fma() -> bool:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return any(line.startswith("flags") and " fma " in f"{line} " for line in text.splitlines())
 
 
 def cache_key(tree: Path, defines: tuple[str, ...], compiler: str,

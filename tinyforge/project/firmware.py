@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from ..board.float_code import NO_CONTRACTION
 from ..board.profiles import Board
 from ..board.resolver import ResolverTable
 from ..model.arena import ArenaPlan
@@ -130,6 +131,14 @@ def tflm_dependency(board: Board, tflm_source: Path | None) -> str:
     return f"{library}={board.tflm['source']}"
 
 
+def build_flags(board: Board) -> list[str]:
+    """The firmware's build_flags: float code rounds as on the host (board.float_code), then
+    the profile's own, its TFLM library's last."""
+    flags = list(NO_CONTRACTION) + list(board.platformio.get("build_flags", [])) \
+        + list(board.tflm.get("build_flags", []))
+    return list(dict.fromkeys(flags))
+
+
 def _context(inputs: FirmwareInputs) -> dict:
     board, info = inputs.board, inputs.info
     input_bytes = sum(t.byte_size for t in info.inputs)
@@ -146,8 +155,7 @@ def _context(inputs: FirmwareInputs) -> dict:
         # The sensor libraries of the board profile, only when the pipeline reads that sensor.
         "sensor_dependencies": board.sensor_dependencies(pipeline.kind if pipeline else "host"),
         "tflm_include": board.tflm.get("include", ""),
-        "build_flags": list(pio.get("build_flags", [])) + list(board.tflm.get("build_flags", [])),
-        "src_flags": list(pipeline_settings.REQUIRED_FLAGS) if pipeline is not None else [],
+        "build_flags": build_flags(board),
         "build_unflags": list(pio.get("build_unflags", [])),
         "extra_options": sorted(extra_options.items()),
         "model": info,
