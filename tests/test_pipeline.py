@@ -75,6 +75,21 @@ def test_bad_keys_are_refused_naming_file_and_key(tmp_path, text, key, phrase):
     assert caught.value.hint
 
 
+@pytest.mark.parametrize("upper, accepted", [(7999.0, True), (8000.0, False)])
+def test_an_upper_band_the_frontend_refuses_at_start_is_refused_now(tmp_path, upper, accepted):
+    """FilterbankPopulateState fails when the last channel reaches past the spectrum
+    (tests/test_pipeline_ram.py asks the library itself, TFLM tier)."""
+    text = f"[microphone.frontend]\nupper_hz = {upper}\n"
+    if accepted:
+        assert pipeline_from(tmp_path, text, SPEECH, kind="microphone").microphone
+        return
+    with pytest.raises(PipelineConfigError) as caught:
+        pipeline_from(tmp_path, text, SPEECH, kind="microphone")
+    message = error_text(caught.value)
+    assert "microphone.frontend.upper_hz" in message and "bin 257 of a 257-bin" in message
+    assert "below 8000 Hz" in message and caught.value.hint
+
+
 def test_every_problem_is_listed(tmp_path):
     with pytest.raises(PipelineConfigError) as caught:
         pipeline_from(tmp_path, "[imu]\nwindow = 'x'\nstride = 0\nspeed = 3\n", GESTURE_MODEL)

@@ -18,7 +18,7 @@ from pipeline_support import GESTURE_MODEL, pipeline_from
 from tinyforge import proc
 from tinyforge.board import profiles
 from tinyforge.model import fit, reader
-from tinyforge.pipeline import audio, load_pipeline, ram
+from tinyforge.pipeline import audio, filterbank, load_pipeline, ram
 from tinyforge.pipeline.derive import FrontendSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,10 +160,8 @@ def alloc_harness(tflm_tree, tmp_path_factory) -> Path:
     return executable
 
 
-@pytest.mark.tflm_tree
-@pytest.mark.parametrize("name", sorted(FRONTENDS))
-def test_frontend_allocations_are_the_librarys(alloc_harness, name):
-    front = FRONTENDS[name]
+def populate(alloc_harness: Path, front: FrontendSettings) -> tuple[list[str], str]:
+    """The library's FrontendPopulateState on `front`: its requests, and "populated=0|1"."""
     options = audio.front_options(front)
     args = [options[k] for k in ("window_ms", "stride_ms", "channels", "lower_hz", "upper_hz",
                                  "smoothing_bits", "even_smoothing", "odd_smoothing",
@@ -173,6 +171,25 @@ def test_frontend_allocations_are_the_librarys(alloc_harness, name):
                                                    for a in args]],
                             capture_output=True, text=True, timeout=60, check=True)
     *sizes, status = result.stdout.split()
+    return sizes, status
+
+
+@pytest.mark.tflm_tree
+@pytest.mark.parametrize("front", [FrontendSettings(upper_hz=7999.0),
+                                   FrontendSettings(upper_hz=8000.0),
+                                   FrontendSettings(window_ms=64, stride_ms=32, upper_hz=7999.9),
+                                   FrontendSettings(window_ms=25, channels=64, upper_hz=8000.0)])
+def test_which_upper_bands_the_library_accepts(alloc_harness, front):
+    """tinyforge refuses what FilterbankPopulateState would refuse at the firmware's start."""
+    _, status = populate(alloc_harness, front)
+    assert status == f"populated={int(filterbank.layout(front).accepted)}"
+
+
+@pytest.mark.tflm_tree
+@pytest.mark.parametrize("name", sorted(FRONTENDS))
+def test_frontend_allocations_are_the_librarys(alloc_harness, name):
+    front = FRONTENDS[name]
+    sizes, status = populate(alloc_harness, front)
     assert status == "populated=1"
     # The host is 64-bit: kissfft's configuration holds three 8-byte pointers there.
     assert [int(s) for s in sizes] == ram.frontend_allocations(front, pointer_bytes=8)

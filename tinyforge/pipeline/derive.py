@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import PipelineConfigError, PipelineShapeError
 from ..model.reader import ModelInfo, TensorInfo, read_model_file
-from . import arith, imu as imu_mod
+from . import arith, filterbank, imu as imu_mod
+from . import audio as audio_mod
 from .config import DOC_HINT, KINDS, ConfigValues, config_error, read_config
 
 DEFAULT_IMU_RATE_HZ = 100.0
@@ -436,6 +437,11 @@ def _derive_microphone(r: _Resolver, tensor: TensorInfo | None, info: ModelInfo 
     if frontend.lower_hz >= frontend.upper_hz:
         r.problem("microphone.frontend.lower_hz",
                   f"is {frontend.lower_hz:g}; it must be below upper_hz ({frontend.upper_hz:g})")
+    elif not (bank := filterbank.layout(frontend)).accepted:
+        r.problem("microphone.frontend.upper_hz",
+                  f"is {frontend.upper_hz:g}; the frontend's last channel would reach bin "
+                  f"{bank.end_index} of a {bank.spectrum_size}-bin spectrum and it refuses to "
+                  f"start: keep it below {audio_mod.SAMPLE_RATE // 2} Hz, half the sample rate")
     streaming = bool(info and info.resource_variables)
     stride = r.pick("microphone.stride",
                     default=window if streaming else min(DEFAULT_MIC_STRIDE, window))

@@ -14,12 +14,10 @@ library's own code compiled for the host by tests/test_pipeline_ram.py.
 
 from __future__ import annotations
 
-import math
 
-import numpy as np
 
 from ..model.fit import HOST_LINE_BYTES
-from . import audio
+from . import audio, filterbank
 from .derive import FrontendSettings, Pipeline
 
 # sizeof() of the device objects for the Cortex-M4 (arm-none-eabi-g++, 32-bit pointers), read
@@ -56,8 +54,6 @@ MALLOC_MIN_CHUNK = 16
 
 # TFLM's micro frontend (Chirale_TensorFlowLite 2.0.0, src/tensorflow/lite/experimental/
 # microfrontend/lib/ and third_party/kissfft/): constants of the code that sizes its tables.
-_FILTERBANK_INDEX_ALIGNMENT = 2         # kFilterbankIndexAlignment / sizeof(int16_t)
-_FILTERBANK_CHANNEL_BLOCK = 4           # kFilterbankChannelBlockSize
 _PCAN_GAIN_LUT_VALUES = 4 * 32 - 3      # kWideDynamicFunctionLUTSize, int16
 _KISS_FFT_STATE_BYTES = 4 + 4 + 4 * 64 + 4  # kiss_fft_state: nfft, inverse, factors, twiddles[1]
 _KISS_CPX_BYTES = 4                     # kiss_fft_cpx of int16 real and imaginary parts
@@ -112,14 +108,12 @@ def frontend_allocations(frontend: FrontendSettings, *, pointer_bytes: int = 4) 
     (`pointer_bytes`: kissfft's configuration holds three pointers; 8 on a 64-bit host). The
     filterbank's temporaries are entries 10 to 12, freed after its weights (13 and 14)."""
     window = frontend.window_ms * audio.SAMPLE_RATE // 1000
-    fft_size = 1
-    while fft_size < window:
-        fft_size <<= 1
+    fft_size = filterbank.fft_size(frontend.window_ms)
     half = fft_size // 2
     kiss = (3 * pointer_bytes + _KISS_FFT_STATE_BYTES + _KISS_CPX_BYTES * (half - 1)
             + _KISS_CPX_BYTES * (half * 3 // 2))
     channels = frontend.channels + 1
-    weights = filterbank_weight_count(frontend, fft_size // 2 + 1)
+    weights = filterbank.layout(frontend).weights
     sizes = [window * 2, window * 2, window * 2,             # window: coefficients, input, output
              fft_size * 2, (fft_size // 2 + 1) * 4 * 2, kiss,  # fft: input, output, kissfft
              channels * 2, channels * 2, channels * 2, channels * 8,  # filterbank tables, work
@@ -135,42 +129,6 @@ def frontend_allocations(frontend: FrontendSettings, *, pointer_bytes: int = 4) 
 # weights.
 _FILTERBANK_TEMPORARIES = slice(10, 13)
 _AFTER_FILTERBANK = 15
-
-
-def filterbank_weight_count(frontend: FrontendSettings, spectrum_size: int) -> int:
-    """How many int16 weights `FilterbankPopulateState` allocates: its channel loop, in its
-    float32 arithmetic (filterbank_util.c)."""
-    f32 = np.float32
-    rate = audio.SAMPLE_RATE
-
-    def mel(freq) -> np.float32:
-        return f32(1127.0 * math.log1p(float(freq) / 700.0))
-
-    channels = frontend.channels
-    lower, upper = f32(frontend.lower_hz), f32(frontend.upper_hz)
-    mel_low = mel(lower)
-    # CalculateCenterFrequencies is given channels + 1 (the last is the upper edge).
-    spacing = f32(f32(mel(upper) - mel_low) / f32(channels + 1))
-    centers = [f32(mel_low + f32(spacing * f32(i + 1))) for i in range(channels + 1)]
-    hz_per_bin = f32(0.5 * rate / (float(f32(spectrum_size)) - 1))
-    start = int(1.5 + float(f32(lower / hz_per_bin)))
-    weights, needs_zeros = 0, False
-    for center in centers:
-        index = start
-        while mel(f32(f32(index) * hz_per_bin)) <= center:
-            index += 1
-        width = index - start
-        if width == 0:
-            if not needs_zeros:
-                needs_zeros = True
-                weights += _FILTERBANK_CHANNEL_BLOCK
-        else:
-            aligned = start // _FILTERBANK_INDEX_ALIGNMENT * _FILTERBANK_INDEX_ALIGNMENT
-            padded = ((start - aligned + width - 1) // _FILTERBANK_CHANNEL_BLOCK + 1) \
-                * _FILTERBANK_CHANNEL_BLOCK
-            weights += padded
-        start = index
-    return weights
 
 
 def _chunk(size: int) -> int:
