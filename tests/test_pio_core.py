@@ -18,7 +18,8 @@ from qemu_support import block_network, build, require_emulator, seeded_core, wr
 
 from tinyforge import resources
 from tinyforge.board import profiles
-from tinyforge.errors import DoesNotFitError, ToolMissingError, UnwritableFolderError
+from tinyforge.errors import (DoesNotFitError, TinyforgeError, ToolMissingError,
+                              UnwritableFolderError)
 from tinyforge.flows.doctor import emulator_checks
 from tinyforge.toolchain import offline_core, pio, programs
 
@@ -76,6 +77,41 @@ def test_pio_environment_names_are_the_ones_platformio_reads(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=pio.environment(tmp_path),
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert out == ["False", "9999"]
+
+
+def test_a_passed_project_check_is_remembered_for_the_same_file_only(tmp_path, monkeypatch):
+    """`pio project config` costs ~0.7 s; the same bytes under the same PlatformIO pass again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    project, core = tmp_path / "p", tmp_path / "core"
+    project.mkdir()
+    ini = project / "platformio.ini"
+    checks = []
+    real_run = pio.proc.run
+
+    def counting(argv, **kwargs):
+        checks.append(argv)
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(pio.proc, "run", counting)
+
+    def check(text: str) -> int:
+        ini.write_text(text)
+        before = len(checks)
+        pio.validate_project(project, core)
+        return len(checks) - before
+
+    good = "[env:x]\nplatform = native\n"
+    assert (check(good), check(good)) == (1, 0)
+    assert check(good + "build_flags = -DX\n") == 1          # other bytes: checked
+    monkeypatch.setenv("PLATFORMIO_SETTING_FOO", "1")       # another PlatformIO setting
+    assert check(good) == 1
+    for text in (good + "build_flags = -DH=${sysenv.HOME}\n",   # depends on more than the file
+                 "[platformio]\nextra_configs = more.ini\n" + good):
+        assert (check(text), check(text)) == (1, 1)
+    bad = good + "not an option line\n"
+    for _ in range(2):  # a failure is never remembered
+        with pytest.raises(TinyforgeError):
+            check(bad)
 
 
 def test_core_dir_precedence(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ at all (a few seconds); it refuses early with the package names and the ways out
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 BUILD_TIMEOUT_S = 3600.0
 CONFIG_TIMEOUT_S = 120.0
+# Bumped when what a remembered `pio project config` verdict depends on changes.
+_CHECK_FORMAT = "pio-project-check 1"
 # Hosts `pio run` needs when a package is missing: the registry, and GitHub for git lib_deps.
 REGISTRY_HOSTS = (("api.registry.platformio.org", 443), ("github.com", 443))
 REACHABILITY_TIMEOUT_S = 3.0
@@ -155,11 +159,49 @@ def require_core_dir(core_dir: Path | None) -> Path:
 
 
 def validate_project(project_dir: Path, core_dir: Path | None) -> None:
-    """`pio project config`: PlatformIO's own check of the rendered platformio.ini."""
+    """`pio project config`: PlatformIO's own check of the rendered platformio.ini.
+
+    A check that passed is remembered by what it depends on (_config_verdict_key): the same
+    file under the same PlatformIO and environment passes again, without its ~0.7 s start-up.
+    """
     require_core_dir(core_dir)
+    env = environment(core_dir)
+    marker = _passed_check_marker(Path(project_dir) / "platformio.ini", env)
+    if marker is not None and marker.is_file():
+        log.debug("PlatformIO project check: this platformio.ini passed before (%s)", marker.name)
+        return
     proc.run(pio_argv("project", "config", "-d", str(project_dir)), timeout=CONFIG_TIMEOUT_S,
-             env=environment(core_dir), what="PlatformIO project check",
+             env=env, what="PlatformIO project check",
              failure_hint="the generated platformio.ini is invalid; please report this")
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError as error:  # an unwritable cache only costs the next check's time
+            log.debug("cannot remember the project check in %s: %s", marker, error)
+
+
+def _passed_check_marker(ini: Path, env: dict[str, str]) -> Path | None:
+    """The cache file that says this check passed, or None when the verdict could depend on
+    more than the file's bytes, PlatformIO's version and its PLATFORMIO_* environment: other
+    files (extra_configs) or other variables (${sysenv.X} and friends)."""
+    try:
+        data = ini.read_bytes()
+        folder = storage.cache_root() / "pio-project-check"
+    except (OSError, TinyforgeError):
+        return None
+    if b"extra_configs" in data or b"${" in data:
+        return None
+    try:
+        version = importlib.metadata.version("platformio")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    digest = hashlib.sha256(f"{_CHECK_FORMAT}\0{version}\0".encode())
+    for name in sorted(env):
+        if name.startswith("PLATFORMIO_"):
+            digest.update(f"{name}={env[name]}\0".encode())
+    digest.update(data)
+    return folder / digest.hexdigest()
 
 
 def core_dir_for(board: Board) -> Path | None:
