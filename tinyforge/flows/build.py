@@ -175,7 +175,8 @@ def _pipeline_ram(pipeline, board: profiles.Board) -> dict[str, int]:
     """The sensor pipeline's RAM by part, as the firmware rendered for `board` declares it."""
     from ..pipeline.ram import static_ram
 
-    return static_ram(pipeline, replays=firmware.replays(board))
+    return static_ram(pipeline, replays=firmware.replays(board),
+                      pointer_bytes=board.pointer_bytes)
 
 
 def _device_arena(prepared: checks.PreparedModel, board: profiles.Board, tflm_root: Path | None,

@@ -36,7 +36,8 @@ def inspect_model(path: Path, *, board_id: str, tflm: Path | None = None,
     tflm_root = resolve_tflm_source(tflm)
     prepared = checks.prepare(data, path.name, board, tflm_root=tflm_root, strict=False)
     pipeline = _pipeline(path, board, prepared.info, input, config)
-    pipeline_ram = static_ram(pipeline, replays=replays(board))
+    pipeline_ram = static_ram(pipeline, replays=replays(board),
+                              pointer_bytes=board.pointer_bytes)
     shown, choice, memory_error = prepared, None, None
     if prepared.arena is not None:
         try:

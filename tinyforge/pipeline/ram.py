@@ -59,10 +59,10 @@ _KISS_FFT_STATE_BYTES = 4 + 4 + 4 * 64 + 4  # kiss_fft_state: nfft, inverse, fac
 _KISS_CPX_BYTES = 4                     # kiss_fft_cpx of int16 real and imaginary parts
 
 
-def static_ram(pipeline: Pipeline, *, replays: bool) -> dict[str, int]:
+def static_ram(pipeline: Pipeline, *, replays: bool, pointer_bytes: int = 4) -> dict[str, int]:
     """{part: bytes} of RAM the firmware's pipeline takes (statics and the frontend's heap);
     empty for the host pipeline. `replays`: the board's samples come from the host
-    (`project.firmware.replays`: an emulated board)."""
+    (`project.firmware.replays`: an emulated board); `pointer_bytes`: the board profile's."""
     if pipeline.kind == "host":
         return {}
     value_bytes = 1 if pipeline.input.dtype == "int8" else 4
@@ -77,7 +77,8 @@ def static_ram(pipeline: Pipeline, *, replays: bool) -> dict[str, int]:
     if pipeline.microphone is not None:
         parts["audio_ring"] = AUDIO_RING_SAMPLES * 2 + RING_BUFFER_BYTES
         parts["frontend"] = FRONTEND_STATE_BYTES
-        parts["frontend_heap"] = frontend_heap_bytes(pipeline.microphone.frontend)
+        parts["frontend_heap"] = frontend_heap_bytes(pipeline.microphone.frontend,
+                                                     pointer_bytes=pointer_bytes)
     if pipeline.decisions is not None:
         capacity, classes = pipeline.result_capacity, pipeline.classes or 0
         parts["decisions"] = DECISION_FILTER_BYTES + capacity * classes + capacity * 4
@@ -87,12 +88,13 @@ def static_ram(pipeline: Pipeline, *, replays: bool) -> dict[str, int]:
     return parts
 
 
-def frontend_heap_bytes(frontend: FrontendSettings) -> int:
+def frontend_heap_bytes(frontend: FrontendSettings, *, pointer_bytes: int = 4) -> int:
     """The heap `FrontendPopulateState` takes for these settings on newlib-nano: every chunk
     it mallocs, in order. The filterbank's three temporaries are freed once its weights are
     allocated above them: the hole they leave stays part of the heap, and the tables allocated
     after it (noise reduction, PCAN) go into it when they fit."""
-    chunks = [_chunk(size) for size in frontend_allocations(frontend)]
+    chunks = [_chunk(size) for size in frontend_allocations(frontend,
+                                                            pointer_bytes=pointer_bytes)]
     heap = sum(chunks[:_AFTER_FILTERBANK])
     hole = sum(chunks[_FILTERBANK_TEMPORARIES])
     for chunk in chunks[_AFTER_FILTERBANK:]:
