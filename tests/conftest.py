@@ -34,6 +34,10 @@ from host_build import cache_root as host_build_cache
 REPO = Path(__file__).resolve().parent.parent
 MODELS_SCRIPT = REPO / "tests" / "models" / "make_models.py"
 TFLM_ENV = "TINYFORGE_TFLM"
+# The developer's tree is for the tests that ask for it (the `tflm_tree` fixture, which then
+# passes it on explicitly): any other library call made in this process would otherwise find
+# it too, and compile the host reference or measure on QEMU where a fresh machine would not.
+TFLM_TREE = os.environ.pop(TFLM_ENV, None)
 BUILD_CACHE_ENV = "TINYFORGE_BUILD_CACHE_DIR"
 # The models make_models.py wrote, kept in pytest's cache (.pytest_cache/) between sessions,
 # keyed by the script and the versions that shape its output.
@@ -190,7 +194,7 @@ def _store_models(config, made: Path) -> None:
 @pytest.fixture(scope="session")
 def tflm_tree() -> Path:
     """A TFLM Arduino library tree named by $TINYFORGE_TFLM; the test is skipped without one."""
-    value = os.environ.get(TFLM_ENV)
+    value = TFLM_TREE
     if not value:
         pytest.skip(f"needs a TFLM library source tree: set {TFLM_ENV} (e.g. a checkout of "
                     "Chirale_TensorFlowLite v2.0.0); a fresh machine has none")

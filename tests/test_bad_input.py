@@ -807,7 +807,10 @@ MATRIX = [
 
 
 @pytest.mark.parametrize("bad", MATRIX, ids=[bad.id for bad in MATRIX])
-def test_bad_input(bad: Bad, tmp_path, cli_env, monkeypatch, capsys):
+def test_bad_input(bad: Bad, tmp_path, in_process, monkeypatch, capsys):
+    # in_process: a command run here sees what a child would (no TINYFORGE_TFLM of the
+    # developer's shell, which would make `build` compile the host reference first).
+    cli_env = in_process
     if bad.needs_non_root and IS_ROOT:
         pytest.skip("root reads and writes regardless of permissions")
     if bad.needs_emulator:

@@ -155,7 +155,7 @@ def _nano_command() -> list[str]:
                            "and the IMU libraries' sources (TINYFORGE_NANO_LIBS)")
 @pytest.mark.parametrize("model, config", [(GESTURE, GESTURE_CONFIG), (KEYWORD, KEYWORD_CONFIG)],
                          ids=["imu", "microphone"])
-def test_the_sensor_sources_compile_for_the_nano(tmp_path, model, config):
+def test_the_sensor_sources_compile_for_the_nano(tmp_path, tflm_tree, model, config):
     files = _project(model, config)
     for path, data in files.items():
         target = tmp_path / path
@@ -163,10 +163,7 @@ def test_the_sensor_sources_compile_for_the_nano(tmp_path, model, config):
         target.write_bytes(data)
     libdeps = tmp_path / ".pio" / "libdeps" / "nano33ble"
     libdeps.mkdir(parents=True)
-    tflm = os.environ.get("TINYFORGE_TFLM")
-    if not tflm:
-        pytest.skip("needs TINYFORGE_TFLM (Chirale_TensorFlowLite) for the frontend headers")
-    (libdeps / "Chirale_TensorFlowLite").symlink_to(tflm)
+    (libdeps / "Chirale_TensorFlowLite").symlink_to(tflm_tree)  # the frontend's headers
     framework = Path(NANO_OFFLINE) / "core" / "packages" / "framework-arduino-mbed"
     includes = [f"-I{Path(NANO_LIBS) / 'Arduino_LSM9DS1' / 'src'}",
                 f"-I{Path(NANO_LIBS) / 'Arduino_BMI270_BMM150' / 'src'}",
