@@ -15,8 +15,7 @@ from typing import Any
 
 from ..errors import PipelineConfigError, PipelineShapeError
 from ..model.reader import ModelInfo, TensorInfo, read_model_file
-from . import arith, filterbank, imu as imu_mod
-from . import audio as audio_mod
+from . import arith, audio as audio_mod, filterbank, imu as imu_mod
 from .config import DOC_HINT, KINDS, ConfigValues, config_error, read_config
 
 DEFAULT_IMU_RATE_HZ = 100.0
