@@ -11,10 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyforge import proc
+from tinyforge.board.float_code import NO_CONTRACTION
 from tinyforge.model.reader import ModelInfo, SubgraphInfo, TensorInfo
-from tinyforge.pipeline import load_pipeline
+from tinyforge.pipeline import audio, load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
+# TFLM's micro frontend inside a library tree (Chirale_TensorFlowLite ships it).
+FRONTEND_LIB = Path("src/tensorflow/lite/experimental/microfrontend/lib")
+# The order the C harnesses of tests/cpp take the frontend's settings in.
+_FRONTEND_ARGS = ("window_ms", "stride_ms", "channels", "lower_hz", "upper_hz", "smoothing_bits",
+                  "even_smoothing", "odd_smoothing", "min_signal_remaining", "pcan",
+                  "pcan_strength", "pcan_offset", "gain_bits", "log_scale", "scale_shift")
 GESTURE_MODEL = REPO / "tinyforge" / "example" / "gesture_int8.tflite"
 
 
@@ -71,3 +79,25 @@ def tone_audio(seconds: float, seed: int = 0) -> np.ndarray:
     tones = np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 1.3 * t) > 0)
     signal = 6000 * chirp + 4000 * tones + rng.normal(0, 800, len(t))
     return np.clip(signal, -32768, 32767).astype(np.int16)
+
+
+def frontend_objects(tree: Path, work: Path, gcc: str, gxx: str, *, optimize: str) -> list[Path]:
+    """The micro frontend of `tree` compiled for the host, in place (TFLM sources are never
+    copied into tinyforge), without fused multiply-adds like the firmware
+    (tinyforge.board.float_code)."""
+    include = f"-I{Path(tree) / 'src'}"
+    objects = []
+    lib = Path(tree) / FRONTEND_LIB
+    for source in sorted(lib.glob("*.c")) + sorted(lib.glob("*.cpp")):
+        obj = work / f"{source.name}.o"
+        proc.run([gcc if source.suffix == ".c" else gxx, optimize, *NO_CONTRACTION, include,
+                  "-c", source, "-o", obj], timeout=180, what=f"compiling {source.name}")
+        objects.append(obj)
+    return objects
+
+
+def frontend_args(front) -> list[str]:
+    """`front`'s settings as the C harnesses read them from their command line."""
+    options = audio.front_options(front)
+    return [str(int(options[k]) if isinstance(options[k], bool) else options[k])
+            for k in _FRONTEND_ARGS]

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_support import model_info, tone_audio
+from pipeline_support import (FRONTEND_LIB, frontend_args, frontend_objects, model_info,
+                              tone_audio)
 
 from tinyforge import proc
 from tinyforge.pipeline import arith, audio, compute, compute_many, load_pipeline, windows
@@ -30,7 +31,6 @@ from tinyforge.pipeline import arith, audio, compute, compute_many, load_pipelin
 ROOT = Path(__file__).resolve().parents[1]
 PARTS_DIR = ROOT / "firmware_templates" / "pipeline"
 FRONTEND_HARNESS = ROOT / "tests" / "cpp" / "frontend_harness.cpp"
-FRONTEND_LIB = Path("src/tensorflow/lite/experimental/microfrontend/lib")
 SPEECH = (  # (words, espeak-ng voice, speed wpm, pitch 0-99)
     ("yes", "en-us", 140, 50), ("no", "en-gb", 170, 30), ("left", "en-us", 120, 75),
     ("tiny forge", "en-gb-scotland", 150, 40), ("stop go", "en-us", 200, 60))
@@ -159,14 +159,7 @@ def frontend_harness(tflm_tree, tmp_path_factory) -> Path:
         pytest.skip(f"{tflm_tree} has no micro frontend ({FRONTEND_LIB})")
     work = tmp_path_factory.mktemp("frontend")
     include = f"-I{tflm_tree / 'src'}"
-    objects = []
-    # Compiled from the tree in place: TFLM sources are never copied into tinyforge.
-    for source in sorted(lib.glob("*.c")) + sorted(lib.glob("*.cpp")):
-        obj = work / f"{source.name}.o"
-        compiler = gcc if source.suffix == ".c" else gxx
-        proc.run([compiler, "-O2", include, "-c", source, "-o", obj], timeout=180,
-                 what=f"compiling {source.name}")
-        objects.append(obj)
+    objects = frontend_objects(tflm_tree, work, gcc, gxx, optimize="-O2")
     executable = work / "frontend_harness"
     proc.run([gxx, "-std=c++11", "-O2", "-Wall", "-Werror", include, f"-I{PARTS_DIR}",
               FRONTEND_HARNESS, *objects, "-o", executable, "-lm"], timeout=180,
@@ -178,13 +171,7 @@ def c_frontend(executable: Path, samples: np.ndarray, front, mode: str, chunk: i
                work: Path) -> np.ndarray:
     source, output = work / "in.raw", work / f"out-{mode}-{chunk}.raw"
     source.write_bytes(samples.astype("<i2").tobytes())
-    options = audio.front_options(front)
-    args = [options[k] for k in ("window_ms", "stride_ms", "channels", "lower_hz", "upper_hz",
-                                 "smoothing_bits", "even_smoothing", "odd_smoothing",
-                                 "min_signal_remaining", "pcan", "pcan_strength", "pcan_offset",
-                                 "gain_bits", "log_scale", "scale_shift")]
-    proc.run([executable, mode, chunk, source, output,
-              *[int(a) if isinstance(a, bool) else a for a in args]], timeout=120,
+    proc.run([executable, mode, chunk, source, output, *frontend_args(front)], timeout=120,
              what="frontend harness")
     return np.frombuffer(output.read_bytes(), "<u2").reshape(-1, front.channels)
 

@@ -13,18 +13,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pipeline_support import GESTURE_MODEL, pipeline_from
+from pipeline_support import (FRONTEND_LIB, GESTURE_MODEL, frontend_args, frontend_objects,
+                              pipeline_from)
 
 from tinyforge import proc
 from tinyforge.board import profiles
 from tinyforge.model import fit, reader
-from tinyforge.pipeline import audio, filterbank, load_pipeline, ram
+from tinyforge.pipeline import filterbank, load_pipeline, ram
 from tinyforge.pipeline.derive import FrontendSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "firmware_templates"
 KEYWORD = ROOT / "examples" / "keyword"
-FRONTEND_LIB = Path("src/tensorflow/lite/experimental/microfrontend/lib")
 ALLOC_HARNESS = ROOT / "tests" / "cpp" / "frontend_alloc_harness.cpp"
 
 
@@ -149,13 +149,7 @@ def alloc_harness(tflm_tree, tmp_path_factory) -> Path:
         pytest.skip(f"{tflm_tree} has no micro frontend ({FRONTEND_LIB})")
     work = tmp_path_factory.mktemp("frontend-alloc")
     include = f"-I{tflm_tree / 'src'}"
-    objects = []
-    # Compiled from the tree in place: TFLM sources are never copied into tinyforge.
-    for source in sorted(lib.glob("*.c")) + sorted(lib.glob("*.cpp")):
-        obj = work / f"{source.name}.o"
-        proc.run([gcc if source.suffix == ".c" else gxx, "-O1", include, "-c", source, "-o",
-                  obj], timeout=180, what=f"compiling {source.name}")
-        objects.append(obj)
+    objects = frontend_objects(tflm_tree, work, gcc, gxx, optimize="-O1")
     executable = work / "frontend_alloc_harness"
     proc.run([gxx, "-std=c++11", "-O1", "-Wall", "-Werror", include, ALLOC_HARNESS, *objects,
               "-Wl,--wrap=malloc,--wrap=calloc", "-o", executable, "-lm"], timeout=180,
@@ -165,13 +159,7 @@ def alloc_harness(tflm_tree, tmp_path_factory) -> Path:
 
 def populate(alloc_harness: Path, front: FrontendSettings) -> tuple[list[str], str]:
     """The library's FrontendPopulateState on `front`: its requests, and "populated=0|1"."""
-    options = audio.front_options(front)
-    args = [options[k] for k in ("window_ms", "stride_ms", "channels", "lower_hz", "upper_hz",
-                                 "smoothing_bits", "even_smoothing", "odd_smoothing",
-                                 "min_signal_remaining", "pcan", "pcan_strength", "pcan_offset",
-                                 "gain_bits", "log_scale", "scale_shift")]
-    result = subprocess.run([str(alloc_harness), *[str(int(a) if isinstance(a, bool) else a)
-                                                   for a in args]],
+    result = subprocess.run([str(alloc_harness), *frontend_args(front)],
                             capture_output=True, text=True, timeout=60, check=True)
     *sizes, status = result.stdout.split()
     return sizes, status
